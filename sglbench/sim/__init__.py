@@ -1,0 +1,1 @@
+"""SGLang-compatible simulator: HTTP server, continuous-batching engine and timing model."""

@@ -1,0 +1,170 @@
+"""Simulator profiles: one GPU, one model and the efficiency factors that tie them to reality.
+
+A profile is data (``profiles/<name>.json``), not code, so a new GPU or model is a new file. The
+physical numbers (HBM bandwidth, bf16 FLOP/s, memory, model shape) come from data sheets and the
+model's ``config.json``; the efficiency factors and fixed overheads are fitted on real runs (see
+``benchmarks/sim_calibration.py``). Units: GB/s and TFLOP/s as vendors quote them (10^9, 10^12),
+``memory_GB`` and ``reserved_memory_GB`` in GiB as SGLang reports memory, times in ms.
+
+Example:
+    >>> profile = load_profile("gh200-qwen2.5-3b")
+    >>> profile.gpu.hbm_bandwidth_GBps
+    4000.0
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from importlib import resources
+from typing import Any, TypeVar
+
+from sglbench.errors import ConfigError
+
+DEFAULT_PROFILE = "gh200-qwen2.5-3b"
+PROFILE_NAMES: tuple[str, ...] = ("gh200-qwen2.5-3b", "h100-qwen2.5-3b", "a100-qwen2.5-3b")
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One GPU as the timing model sees it.
+
+    Attributes:
+        name: Marketing name, shown in ``/server_info``.
+        hbm_bandwidth_GBps: Peak HBM bandwidth in GB/s.
+        bf16_tflops: Dense bf16 peak in TFLOP/s.
+        memory_GB: Memory visible to the process, GiB.
+        link_bandwidth_GBps: Bandwidth of the KV-transfer path between a prefill and a decode
+            server (NVLink-C2C/IB/RDMA), GB/s.
+    """
+
+    name: str
+    hbm_bandwidth_GBps: float
+    bf16_tflops: float
+    memory_GB: float
+    link_bandwidth_GBps: float
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model shape that sets bytes and FLOPs per token (from its HF ``config.json``)."""
+
+    name: str
+    params_B: float
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    max_context: int
+    dtype_bytes: int
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Fitted factors: how far the real stack is from the roofline, plus fixed costs.
+
+    Attributes:
+        bandwidth_eff: Fraction of peak HBM bandwidth a forward pass reaches.
+        compute_eff: Fraction of peak bf16 FLOP/s a forward pass reaches.
+        step_overhead_ms: Fixed cost of one decode forward (launch of the CUDA graph, sampling,
+            scheduler bookkeeping not hidden by the overlap scheduler).
+        per_seq_overhead_ms: Extra cost per running request in a decode forward.
+        prefill_overhead_ms: Fixed cost of one prefill (extend) forward: it runs without CUDA
+            graphs, so kernel launches dominate short prompts.
+        per_prefill_req_overhead_ms: Extra cost per request in a prefill forward.
+        kv_admit_overhead_ms: Cost a decode server pays in a step that admits transferred
+            requests (allocating their KV slots).
+        kv_transfer_latency_ms: Fixed latency of one KV transfer (handshake, polling).
+        tp_allreduce_us: Latency of one all-reduce with tensor parallelism (two per layer).
+        reserved_memory_GB: Memory kept for CUDA graphs and activations, GiB.
+        jitter: Relative random variation of every step time (seeded), 0 for none.
+    """
+
+    bandwidth_eff: float
+    compute_eff: float
+    step_overhead_ms: float
+    per_seq_overhead_ms: float
+    prefill_overhead_ms: float
+    per_prefill_req_overhead_ms: float
+    kv_admit_overhead_ms: float
+    kv_transfer_latency_ms: float
+    tp_allreduce_us: float
+    reserved_memory_GB: float
+    jitter: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named GPU + model + efficiency combination."""
+
+    name: str
+    description: str
+    gpu: GpuSpec
+    model: ModelSpec
+    efficiency: Efficiency
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able view, e.g. for ``/server_info``."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "gpu": vars(self.gpu).copy(),
+            "model": vars(self.model).copy(),
+            "efficiency": vars(self.efficiency).copy(),
+        }
+
+
+_T = TypeVar("_T", GpuSpec, ModelSpec, Efficiency)
+
+
+def _section(cls: type[_T], raw: Any, where: str) -> _T:
+    """Build one section, checking that every field is present with a number or string."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"sim profile {where}: expected an object")
+    names = {f.name for f in fields(cls)}
+    missing = sorted(names - raw.keys())
+    unknown = sorted(raw.keys() - names)
+    if missing or unknown:
+        raise ConfigError(f"sim profile {where}: missing keys {missing}, unknown keys {unknown}")
+    for f in fields(cls):
+        value = raw[f.name]
+        expected = {"str": str, "int": int, "float": (int, float)}[str(f.type)]
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ConfigError(f"sim profile {where}.{f.name}: expected {f.type}, got {value!r}")
+    return cls(**raw)
+
+
+def profile_from_dict(raw: dict[str, Any]) -> Profile:
+    """Validate and build a profile from its JSON form.
+
+    Raises:
+        ConfigError: a key is missing, unknown or of the wrong type.
+    """
+    name = raw.get("name")
+    if not isinstance(name, str):
+        raise ConfigError("sim profile: 'name' must be a string")
+    return Profile(
+        name=name,
+        description=str(raw.get("description", "")),
+        gpu=_section(GpuSpec, raw.get("gpu"), f"{name}.gpu"),
+        model=_section(ModelSpec, raw.get("model"), f"{name}.model"),
+        efficiency=_section(Efficiency, raw.get("efficiency"), f"{name}.efficiency"),
+    )
+
+
+def load_profile(name: str) -> Profile:
+    """Load a shipped profile by name.
+
+    Args:
+        name: One of ``PROFILE_NAMES``.
+
+    Raises:
+        ConfigError: the name is unknown (the message lists the known ones).
+    """
+    if name not in PROFILE_NAMES:
+        known = ", ".join(PROFILE_NAMES)
+        raise ConfigError(f"--sim-profile {name!r} is unknown; known: {known}")
+    text = resources.files("sglbench.sim").joinpath("profiles", f"{name}.json").read_text("utf-8")
+    return profile_from_dict(json.loads(text))

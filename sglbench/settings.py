@@ -30,6 +30,8 @@ Source = Literal["default", ".env", "environment", "command line"]
 # environment variables (PATH, DOCKER_HOST, ...) belong to someone else and are ignored.
 _OWN_PREFIXES = ("BENCH_", "AGG_", "PREFILL_", "DECODE_", "ROUTER_", "SIM_", "SGLBENCH_")
 _SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD")
+# Read by tasks.py itself (which .env to load), not a setting.
+ENV_FILE_VAR = "SGLBENCH_ENV_FILE"
 
 
 def _split_list(value: Any) -> Any:
@@ -286,7 +288,7 @@ def load_settings(
     for key, value in (environ or {}).items():
         if key in KEYS:
             values[key], sources[key] = value, "environment"
-        elif key.startswith(_OWN_PREFIXES):
+        elif key.startswith(_OWN_PREFIXES) and key != ENV_FILE_VAR:
             raise _unknown_key_error(key, "environment")
     for key, value in (overrides or {}).items():
         if key not in KEYS:

@@ -2,34 +2,55 @@
 
 Keys keep the original scripts' names (``PREFILL_HOST``, ``BENCH_NUM_PROMPTS``, ...). Precedence,
 lowest first: built-in defaults (the original setup), ``.env``, the environment (as the original
-``${VAR:-default}`` did), command-line overrides. Every value remembers where it came from, for
-``invoke config``. A typo or a bad value is one ``ConfigError`` line naming the key.
+``${VAR:-default}`` did), command-line overrides. As with ``${VAR:-default}``, an empty value
+means "unset" (the default applies), except for ``IB_DEVICE`` where empty means "no
+``--disaggregation-ib-device``". Every value remembers where it came from, for ``invoke config``.
+A typo or a bad value is one ``ConfigError`` line naming the key (the checks that involve
+several keys live in ``sglbench.settings_checks``).
 """
 
 from __future__ import annotations
 
 import difflib
+import io
 import math
+import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from dotenv.parser import parse_stream
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+)
 
 from sglbench.errors import ConfigError
+from sglbench.settings_checks import check_cross_fields
+from sglbench.sim.profiles import PROFILE_NAMES
 
 Role = Literal["agg", "prefill", "decode"]
 ROLES: tuple[Role, ...] = get_args(Role)
 Runtime = Literal["process", "docker"]
 RouterImpl = Literal["rust", "mini-lb", "smg"]
+# SGLang 0.5.23's --disaggregation-transfer-backend choices (a unit test compares them).
+TransferBackend = Literal["mooncake", "nixl", "ascend", "fake", "mori", "mooncake_tcp"]
 Source = Literal["default", ".env", "environment", "command line"]
 
 # Unknown environment variables with these prefixes are treated as typos of ours; other
-# environment variables (PATH, DOCKER_HOST, ...) belong to someone else and are ignored.
-_OWN_PREFIXES = ("BENCH_", "AGG_", "PREFILL_", "DECODE_", "ROUTER_", "SIM_", "SGLBENCH_")
+# environment variables (PATH, DOCKER_HOST, SGLBENCH_DEBUG, ...) belong to someone else.
+_OWN_PREFIXES = ("BENCH_", "AGG_", "PREFILL_", "DECODE_", "ROUTER_", "SIM_")
 _SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD")
+# Keys whose empty value is a value of its own rather than "unset".
+_EMPTY_IS_A_VALUE = frozenset({"IB_DEVICE"})
 # Read by tasks.py itself (which .env to load), not a setting.
 ENV_FILE_VAR = "SGLBENCH_ENV_FILE"
 
@@ -50,10 +71,56 @@ def _rate(value: Any) -> Any:
     return value
 
 
+def _host(value: str) -> str:
+    # A URL or host:port here would silently become http://http://... or :port:port in URLs.
+    if not value or re.search(r"[\s/:]", value):
+        raise ValueError("expected a host name or IPv4 address without scheme or port")
+    return value
+
+
+def _docker_host(value: str) -> str:
+    if value and not re.fullmatch(r"(unix|tcp|ssh|npipe)://\S+", value):
+        raise ValueError("expected empty (local engine), ssh://user@host or tcp://host:port")
+    return value
+
+
+def _gpus(value: str) -> str:
+    if value != "all" and not re.fullmatch(r"\d+(,\d+)*", value):
+        raise ValueError("expected all, or GPU ids such as 0 or 0,1")
+    return value
+
+
+def _shm_size(value: str) -> str:
+    if not re.fullmatch(r"\d+[bkmgBKMG]?", value):
+        raise ValueError("expected a size such as 32g, 512m or 1073741824")
+    return value
+
+
+def _shell_args(value: str) -> str:
+    try:
+        shlex.split(value)
+    except ValueError as exc:  # unbalanced quotes
+        raise ValueError(f"not valid shell words ({exc})") from None
+    return value
+
+
+def _sim_profile(value: str) -> str:
+    if value not in PROFILE_NAMES:
+        raise ValueError(f"unknown simulator profile; known: {', '.join(PROFILE_NAMES)}")
+    return value
+
+
 Port = Annotated[int, Field(ge=1, le=65535)]
-PositiveInts = Annotated[tuple[Annotated[int, Field(ge=1)], ...], BeforeValidator(_split_list)]
+Host = Annotated[str, AfterValidator(_host)]
+DockerHost = Annotated[str, AfterValidator(_docker_host)]
+Gpus = Annotated[str, AfterValidator(_gpus)]
+ShellArgs = Annotated[str, AfterValidator(_shell_args)]
+PositiveInts = Annotated[
+    tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1), BeforeValidator(_split_list)
+]
 Rates = Annotated[
     tuple[Annotated[float, BeforeValidator(_rate), Field(gt=0)], ...],
+    Field(min_length=1),
     BeforeValidator(_split_list),
 ]
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -78,15 +145,15 @@ class Settings(BaseModel):
                                        description="HF token for gated models; never printed")
 
     # --- hosts and ports (the address used in URLs) --------------------------------------------
-    agg_host: str = Field("172.16.40.79", alias="AGG_HOST",
-                          description="aggregated server host (cg1n1)")
+    agg_host: Host = Field("172.16.40.79", alias="AGG_HOST",
+                           description="aggregated server host (cg1n1)")
     agg_port: Port = Field(30000, alias="AGG_PORT", description="aggregated server port")
-    prefill_host: str = Field("172.16.40.79", alias="PREFILL_HOST",
-                              description="prefill server host (cg1n1)")
+    prefill_host: Host = Field("172.16.40.79", alias="PREFILL_HOST",
+                               description="prefill server host (cg1n1)")
     prefill_port: Port = Field(30000, alias="PREFILL_PORT",
                                description="prefill server port (worker i uses PORT+i)")
-    decode_host: str = Field("172.16.40.80", alias="DECODE_HOST",
-                             description="decode server host (cg1n2)")
+    decode_host: Host = Field("172.16.40.80", alias="DECODE_HOST",
+                              description="decode server host (cg1n2)")
     decode_port: Port = Field(30001, alias="DECODE_PORT",
                               description="decode server port (worker i uses PORT+i)")
     num_prefill: int = Field(1, ge=1, le=64, alias="NUM_PREFILL",
@@ -94,14 +161,14 @@ class Settings(BaseModel):
     num_decode: int = Field(1, ge=1, le=64, alias="NUM_DECODE", description="decode workers (xPyD)")
     bootstrap_port: Port = Field(8998, alias="BOOTSTRAP_PORT",
                                  description="--disaggregation-bootstrap-port (worker i: PORT+i)")
-    server_bind_host: str = Field("0.0.0.0", alias="SERVER_BIND_HOST",
-                                  description="--host the servers listen on")
+    server_bind_host: Host = Field("0.0.0.0", alias="SERVER_BIND_HOST",
+                                   description="--host the servers listen on")
 
     # --- router --------------------------------------------------------------------------------
-    router_host: str = Field("127.0.0.1", alias="ROUTER_HOST",
-                             description="address the bench client uses to reach the router")
-    router_bind_host: str = Field("0.0.0.0", alias="ROUTER_BIND_HOST",
-                                  description="--host the router listens on")
+    router_host: Host = Field("127.0.0.1", alias="ROUTER_HOST",
+                              description="address the bench client uses to reach the router")
+    router_bind_host: Host = Field("0.0.0.0", alias="ROUTER_BIND_HOST",
+                                   description="--host the router listens on")
     router_port: Port = Field(8000, alias="ROUTER_PORT", description="router port")
     router_impl: RouterImpl = Field("rust", alias="ROUTER_IMPL",
                                     description="rust (sglang-router), mini-lb (the original), smg")
@@ -111,9 +178,9 @@ class Settings(BaseModel):
     # --- PD transfer and memory ----------------------------------------------------------------
     ib_device: str = Field("mlx5_0", alias="IB_DEVICE",
                            description="--disaggregation-ib-device (empty: let the backend pick)")
-    transfer_backend: str = Field("mooncake", alias="TRANSFER_BACKEND",
-                                  description="--disaggregation-transfer-backend (mooncake, nixl, "
-                                  "fake, ...)")
+    transfer_backend: TransferBackend = Field(
+        "mooncake", alias="TRANSFER_BACKEND",
+        description="--disaggregation-transfer-backend (mooncake, nixl, fake, ...)")
     mem_fraction: Fraction | None = Field(None, alias="MEM_FRACTION",
                                           description="fallback --mem-fraction-static for every "
                                           "role whose own key is unset")
@@ -132,38 +199,43 @@ class Settings(BaseModel):
                                             description="prefill runtime")
     decode_runtime: Runtime | None = Field(None, alias="DECODE_RUNTIME",
                                            description="decode runtime")
-    agg_gpus: str = Field("all", alias="AGG_GPUS", description="docker GPUs of agg: all or ids")
-    prefill_gpus: str = Field("0", alias="PREFILL_GPUS", description="docker GPU ids of prefill")
-    decode_gpus: str = Field("0", alias="DECODE_GPUS", description="docker GPU ids of decode")
+    agg_gpus: Gpus = Field("all", alias="AGG_GPUS", description="docker GPUs of agg: all or ids")
+    prefill_gpus: Gpus = Field("0", alias="PREFILL_GPUS", description="docker GPU ids of prefill")
+    decode_gpus: Gpus = Field("0", alias="DECODE_GPUS", description="docker GPU ids of decode")
     docker_gpus: bool = Field(True, alias="DOCKER_GPUS",
                               description="request GPUs from docker (false for GPU-less tests)")
-    shm_size: str = Field("32g", alias="SHM_SIZE", description="docker --shm-size")
-    agg_docker_host: str = Field("", alias="AGG_DOCKER_HOST",
-                                 description="docker endpoint of agg: empty=local, ssh://user@host")
-    prefill_docker_host: str = Field("", alias="PREFILL_DOCKER_HOST",
-                                     description="docker endpoint of prefill")
-    decode_docker_host: str = Field("", alias="DECODE_DOCKER_HOST",
-                                    description="docker endpoint of decode")
+    docker_privileged: bool = Field(True, alias="DOCKER_PRIVILEGED",
+                                    description="--privileged for prefill/decode containers "
+                                    "(false where the engine cannot grant every capability)")
+    shm_size: Annotated[str, AfterValidator(_shm_size)] = Field(
+        "32g", alias="SHM_SIZE", description="docker --shm-size")
+    agg_docker_host: DockerHost = Field("", alias="AGG_DOCKER_HOST",
+                                        description="docker endpoint of agg: empty=local, "
+                                        "ssh://user@host")
+    prefill_docker_host: DockerHost = Field("", alias="PREFILL_DOCKER_HOST",
+                                            description="docker endpoint of prefill")
+    decode_docker_host: DockerHost = Field("", alias="DECODE_DOCKER_HOST",
+                                           description="docker endpoint of decode")
     server_python: str = Field("", alias="SERVER_PYTHON",
                                description="python of the process runtime (empty: this one)")
     ready_timeout_s: float = Field(900.0, gt=0, alias="READY_TIMEOUT_S",
                                    description="deadline for a server to answer /health_generate")
-    extra_server_args: str = Field("", alias="EXTRA_SERVER_ARGS",
-                                   description="extra launch_server args for every role")
-    agg_extra_args: str = Field("", alias="AGG_EXTRA_ARGS", description="extra args of agg")
-    prefill_extra_args: str = Field("", alias="PREFILL_EXTRA_ARGS",
-                                    description="extra args of prefill")
-    decode_extra_args: str = Field("", alias="DECODE_EXTRA_ARGS",
-                                   description="extra args of decode")
-    router_extra_args: str = Field("", alias="ROUTER_EXTRA_ARGS",
-                                   description="extra args of the router")
+    extra_server_args: ShellArgs = Field("", alias="EXTRA_SERVER_ARGS",
+                                         description="extra launch_server args for every role")
+    agg_extra_args: ShellArgs = Field("", alias="AGG_EXTRA_ARGS", description="extra args of agg")
+    prefill_extra_args: ShellArgs = Field("", alias="PREFILL_EXTRA_ARGS",
+                                          description="extra args of prefill")
+    decode_extra_args: ShellArgs = Field("", alias="DECODE_EXTRA_ARGS",
+                                         description="extra args of decode")
+    router_extra_args: ShellArgs = Field("", alias="ROUTER_EXTRA_ARGS",
+                                         description="extra args of the router")
 
     # --- simulator -----------------------------------------------------------------------------
     simulate: bool = Field(False, alias="SIMULATE",
                            description="run sglbench.sim instead of sglang.launch_server")
-    sim_profile: str = Field("gh200-qwen2.5-3b", alias="SIM_PROFILE",
-                             description="simulator profile (GPU + model)")
-    sim_args: str = Field("", alias="SIM_ARGS", description="extra --sim-* flags")
+    sim_profile: Annotated[str, AfterValidator(_sim_profile)] = Field(
+        "gh200-qwen2.5-3b", alias="SIM_PROFILE", description="simulator profile (GPU + model)")
+    sim_args: ShellArgs = Field("", alias="SIM_ARGS", description="extra --sim-* flags")
 
     # --- benchmark -----------------------------------------------------------------------------
     bench_backend: Literal["sglang", "sglang-oai", "sglang-oai-chat"] = Field(
@@ -185,13 +257,14 @@ class Settings(BaseModel):
     bench_range_ratio: float = Field(0.0, ge=0, le=1, alias="BENCH_RANGE_RATIO",
                                      description="--random-range-ratio (0: lengths in [1, L])")
     bench_seed: int = Field(1, ge=0, alias="BENCH_SEED", description="--seed")
-    bench_ignore_eos: bool = Field(True, alias="BENCH_IGNORE_EOS", description="--ignore-eos")
+    bench_ignore_eos: bool = Field(True, alias="BENCH_IGNORE_EOS",
+                                   description="ignore EOS (false: --disable-ignore-eos)")
     bench_warmup_requests: int = Field(1, ge=0, alias="BENCH_WARMUP_REQUESTS",
                                        description="--warmup-requests")
     bench_rust_client: bool = Field(False, alias="BENCH_RUST_CLIENT",
                                     description="SGLang's Rust load generator (--rust-client)")
-    bench_extra_args: str = Field("", alias="BENCH_EXTRA_ARGS",
-                                  description="extra bench_serving args")
+    bench_extra_args: ShellArgs = Field("", alias="BENCH_EXTRA_ARGS",
+                                        description="extra bench_serving args")
     bench_slo_ttft_ms: float | None = Field(None, gt=0, alias="BENCH_SLO_TTFT_MS",
                                             description="TTFT SLO for goodput in the report")
     bench_slo_itl_ms: float | None = Field(None, gt=0, alias="BENCH_SLO_ITL_MS",
@@ -258,9 +331,24 @@ def public_settings(settings: Settings) -> dict[str, str]:
 
 
 def _unknown_key_error(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, list(KEYS), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(key.upper(), list(KEYS), n=1, cutoff=0.75)
     hint = f"did you mean {close[0]}?" if close else "see .env.example for the known keys"
     return ConfigError(f"{where}: unknown key {key}; {hint}")
+
+
+def _read_env_file(env_file: Path) -> dict[str, str]:
+    """KEY -> value of a ``.env``; a line python-dotenv cannot parse is an error, not skipped."""
+    text = env_file.read_text(encoding="utf-8")
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            line = (binding.original.string.strip().splitlines() or [""])[0]
+            raise ConfigError(
+                f"{env_file}:{binding.original.line}: cannot parse {line[:40]!r}; "
+                "write KEY=VALUE (quote values with spaces)"
+            )
+    # dotenv_values also expands ${VAR} references, as a shell would.
+    values = dotenv_values(stream=io.StringIO(text))
+    return {key: value or "" for key, value in values.items()}
 
 
 def load_settings(
@@ -281,31 +369,35 @@ def load_settings(
     values: dict[str, str] = {}
     sources: dict[str, Source] = {}
     if env_file is not None and env_file.is_file():
-        for key, value in dotenv_values(env_file).items():
+        for key, value in _read_env_file(env_file).items():
             if key not in KEYS:
                 raise _unknown_key_error(key, str(env_file))
-            values[key], sources[key] = value or "", ".env"
+            values[key], sources[key] = value, ".env"
     for key, value in (environ or {}).items():
         if key in KEYS:
             values[key], sources[key] = value, "environment"
-        elif key.startswith(_OWN_PREFIXES) and key != ENV_FILE_VAR:
+        elif key.startswith(_OWN_PREFIXES):
             raise _unknown_key_error(key, "environment")
     for key, value in (overrides or {}).items():
         if key not in KEYS:
             raise _unknown_key_error(key, "command line")
         values[key], sources[key] = value, "command line"
-    # An empty value means "unset" for optional keys, as in shell scripts.
-    present = {k: v for k, v in values.items() if v != "" or _accepts_empty(k)}
+    # As ${VAR:-default} in the original scripts: an empty value leaves the default.
+    present = {k: v for k, v in values.items() if v.strip() != "" or k in _EMPTY_IS_A_VALUE}
     try:
         settings = Settings.model_validate(present)
     except ValidationError as exc:
         raise _validation_error(exc, values, sources) from None
-    _check_cross_fields(settings)
+    check_cross_fields(settings)
     return LoadedSettings(settings, sources)
 
 
-def _accepts_empty(key: str) -> bool:
-    return Settings.model_fields[KEYS[key]].annotation is str
+# pydantic's wording for parse errors, in the words of a .env file.
+_FRIENDLY = {
+    "bool_parsing": "expected true or false",
+    "int_parsing": "expected a whole number",
+    "float_parsing": "expected a number (or inf where a rate is asked)",
+}
 
 
 def _validation_error(
@@ -316,28 +408,6 @@ def _validation_error(
     raw = values.get(key, "")
     shown = "********" if is_secret(key) else raw
     where = sources.get(key, "default")
-    msg = str(err["msg"]).removeprefix("Value error, ")
+    msg = _FRIENDLY.get(err["type"], str(err["msg"]).removeprefix("Value error, "))
+    msg = msg.replace("Input should be", "must be")
     return ConfigError(f"{key}={shown!r} ({where}): {msg}; fix it in .env or on the command line")
-
-
-def _check_cross_fields(s: Settings) -> None:
-    """Checks that involve more than one key; each names the keys."""
-    prefill = {(s.prefill_host, s.prefill_port + i) for i in range(s.num_prefill)}
-    decode = {(s.decode_host, s.decode_port + i) for i in range(s.num_decode)}
-    if prefill & decode:
-        raise ConfigError(
-            "PREFILL_PORT/DECODE_PORT: prefill and decode workers would share "
-            f"{sorted(prefill & decode)[0][0]}:{sorted(prefill & decode)[0][1]}; "
-            "give DECODE_PORT a port past the prefill workers (or another DECODE_HOST)"
-        )
-    bootstrap = {(s.prefill_host, s.bootstrap_port + i) for i in range(s.num_prefill)}
-    if bootstrap & (prefill | decode):
-        raise ConfigError(
-            f"BOOTSTRAP_PORT={s.bootstrap_port}: collides with a server port on "
-            f"{s.prefill_host}; choose a free port (SGLang's default is 8998)"
-        )
-    if s.router_port == s.router_prometheus_port:
-        raise ConfigError(
-            f"ROUTER_PROMETHEUS_PORT={s.router_prometheus_port}: same as ROUTER_PORT; "
-            "choose another port"
-        )

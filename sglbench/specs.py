@@ -1,8 +1,10 @@
 """Pure builders: Settings -> server, router and bench specs (plain data, no I/O).
 
 The argument lists equal what the original scripts ran for the same settings
-(``scripts/10_run_agg_server.sh`` ... ``24_bench_pd_disagg.sh``), plus what they hard-coded or
-forgot (``--ignore-eos`` for agg, the bootstrap port for the router, a private Prometheus port).
+(``scripts/10_run_agg_server.sh`` ... ``24_bench_pd_disagg.sh``), plus what they left implicit:
+the bootstrap port for the router, a private Prometheus port, the seed, range ratio and warmup of
+the bench client (whose defaults changed between versions), the same EOS handling for agg and
+PD. ``tests/unit/test_specs.py`` names every difference.
 ``--dry-run`` prints these; executors run them and never decide flags.
 """
 
@@ -218,8 +220,9 @@ def bench_args(
     if pd:
         args.append("--pd-separated")
     args += ["--base-url", base_url, "--output-file", str(output_file), "--tag", tag]
-    if settings.bench_ignore_eos:
-        args.append("--ignore-eos")
+    if not settings.bench_ignore_eos:
+        # The client ignores EOS by default and has no --ignore-eos flag (0.5.23 rejects it).
+        args.append("--disable-ignore-eos")
     args += [
         "--random-range-ratio", f"{settings.bench_range_ratio:g}",
         "--seed", str(settings.bench_seed),

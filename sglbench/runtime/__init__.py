@@ -7,10 +7,14 @@ protocol, so readiness, tasks and experiments never ask which one they drive.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
+from sglbench.errors import ConfigError
+from sglbench.settings import Runtime as RuntimeName
+from sglbench.settings import Settings
 from sglbench.specs import ServerSpec
 
 
@@ -50,3 +54,25 @@ class Runtime(Protocol):
 
     def instances(self) -> list[Instance]:
         """Everything of ours this runtime knows of (running or not)."""
+
+
+def runtime_for(settings: Settings, name: RuntimeName) -> Runtime:
+    """The runtime called ``name`` (``process`` or ``docker``), built from ``settings``.
+
+    Raises:
+        ConfigError: the docker runtime is asked for but not installed in this checkout.
+    """
+    if name == "process":
+        from sglbench.runtime.process import ProcessRuntime
+
+        return ProcessRuntime(settings)
+    try:
+        # Imported lazily: the docker SDK (and an engine) is only needed when a role uses it.
+        docker = importlib.import_module("sglbench.runtime.docker")
+    except ImportError as exc:
+        raise ConfigError(
+            f"RUNTIME=docker: the docker runtime is not available ({exc}); "
+            "use RUNTIME=process or install the docker extra"
+        ) from None
+    runtime: Runtime = docker.DockerRuntime(settings)
+    return runtime

@@ -76,6 +76,10 @@ class Efficiency:
         per_prefill_req_overhead_ms: Extra cost per request in a prefill forward.
         kv_admit_overhead_ms: Cost a decode server pays in a step that admits transferred
             requests (allocating their KV slots).
+        request_latency_ms: Time from a request's arrival to the scheduler seeing it (HTTP,
+            tokenizer process, IPC).
+        handover_ms: Time SGLang's tokenizer process spends on one request; requests pass one
+            at a time, so a burst of arrivals reaches the scheduler staggered.
         kv_transfer_latency_ms: Fixed latency of one KV transfer (handshake, polling).
         tp_allreduce_us: Latency of one all-reduce with tensor parallelism (two per layer).
         reserved_memory_GB: Memory kept for CUDA graphs and activations, GiB.
@@ -89,6 +93,8 @@ class Efficiency:
     prefill_overhead_ms: float
     per_prefill_req_overhead_ms: float
     kv_admit_overhead_ms: float
+    request_latency_ms: float
+    handover_ms: float
     kv_transfer_latency_ms: float
     tp_allreduce_us: float
     reserved_memory_GB: float
@@ -116,6 +122,7 @@ class Profile:
         }
 
 
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float)}
 _T = TypeVar("_T", GpuSpec, ModelSpec, Efficiency)
 
 
@@ -130,7 +137,7 @@ def _section(cls: type[_T], raw: Any, where: str) -> _T:
         raise ConfigError(f"sim profile {where}: missing keys {missing}, unknown keys {unknown}")
     for f in fields(cls):
         value = raw[f.name]
-        expected = {"str": str, "int": int, "float": (int, float)}[str(f.type)]
+        expected = _FIELD_TYPES[str(f.type)]
         if not isinstance(value, expected) or isinstance(value, bool):
             raise ConfigError(f"sim profile {where}.{f.name}: expected {f.type}, got {value!r}")
     return cls(**raw)

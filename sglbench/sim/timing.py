@@ -5,8 +5,9 @@ Modelling choices:
 * A forward pass is a roofline: ``max(bytes moved / (HBM bandwidth * bandwidth_eff),
   FLOPs / (bf16 peak * compute_eff))`` plus fixed overheads. Bytes are the weights (read once
   per pass, whatever the batch), the KV cache read by attention and the KV written for new
-  tokens. FLOPs are ``2 * params * tokens`` for the dense layers plus ``4 * layers * heads *
-  head_dim`` per (query token, key token) pair for attention.
+  tokens. FLOPs are ``2 * params * tokens`` for the dense layers (in prefill, the LM head only
+  for the last token of each request) plus ``4 * layers * heads * head_dim`` per (query token,
+  key token) pair for attention.
 * Decode and prefill are separate passes. SGLang's default scheduler (no ``--enable-mixed-chunk``)
   runs a prefill (extend) batch and the decode batch in consecutive iterations, so a step that has
   both costs the sum: this is exactly the prefill/decode interference that aggregated serving
@@ -125,7 +126,16 @@ def prefill_time(
         attention_pairs = tokens * (prefix_tokens + tokens / 2.0) / max(1, requests)
     per_tok = kv_bytes_per_token(profile)
     bytes_moved = weight_bytes(profile) + (prefix_tokens + tokens) * per_tok
-    flops = 2.0 * profile.model.params_B * 1e9 * tokens + _attention_flops(profile, attention_pairs)
+    m = profile.model
+    # Prefill computes logits for the last token of each request only, so the (tied) embedding
+    # matrix counts once per request, the rest of the weights once per token.
+    embedding = m.vocab * m.hidden
+    dense = m.params_B * 1e9 - embedding
+    flops = (
+        2.0 * dense * tokens
+        + 2.0 * embedding * requests
+        + _attention_flops(profile, attention_pairs)
+    )
     eff = profile.efficiency
     fixed = (eff.prefill_overhead_ms + eff.per_prefill_req_overhead_ms * requests) / 1e3
     return fixed + _roofline(profile, tp, bytes_moved, flops)

@@ -1,0 +1,408 @@
+"""Run SGLang's bench client (``sglang.benchmark.serving``) against agg or the PD router.
+
+Target: an explicit base URL, else the router at ROUTER_HOST:ROUTER_PORT when it answers (PD),
+else the aggregated server at AGG_HOST:AGG_PORT.
+
+PD detection for an explicit URL (``pd=None``), from what the URL answers:
+    /server_info (else /get_server_info) with ``disaggregation_mode``: a worker, PD unless null
+    /server_info or /get_server_info with ``prefill`` and ``decode`` lists: MiniLB, PD
+    /server_info 200 without either: an aggregated server
+    no worker's server_info (404, or the Rust router's own counters): a router, PD (the only
+    routers this project starts sit in front of PD workers)
+    nothing answers: BenchError
+
+Offline: with ``BENCH_DATASET=random`` (or sharegpt) and no ``BENCH_DATASET_PATH`` the client
+samples ShareGPT from the HF hub; when it is not in the local HF cache this is a ConfigError up
+front (no network probe: tests and air-gapped hosts must not reach out). The tokenizer is
+TOKENIZER_PATH, else the simulator's offline tokenizer when SIMULATE=true, else the model's (the
+client asks the server's /model_info). ``HF_HUB_OFFLINE=1`` is set for the client whenever the
+dataset and the tokenizer are both local or cached, so it never waits on the hub; otherwise the
+environment is left as it is and a hub failure becomes a BenchError naming TOKENIZER_PATH.
+
+A single point writes rows tagged ``TAG``; with BENCH_* lists (a sweep) each point is tagged
+``TAG_<point label>``, all in ``RESULTS_DIR/TAG.jsonl``, through one client process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shlex
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sglbench.benchworker import BenchWorker, PointOutcome, tail
+from sglbench.errors import BenchError, ConfigError
+from sglbench.settings import Settings
+from sglbench.specs import BENCH_MODULE, SweepPoint, bench_args, sweep_points
+
+SHAREGPT_REPO = "anon8231489123/ShareGPT_Vicuna_unfiltered"
+SHAREGPT_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"
+# A load generator using this share of its CPU budget was likely the bottleneck itself.
+CLIENT_LIMIT_SHARE = 0.9
+_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+_HUB_FAILURE = re.compile(
+    r"huggingface\.co|OfflineModeIsEnabled|LocalEntryNotFound|HFValidationError|"
+    r"Repo id must|We couldn't connect|Can't load tokenizer|MaxRetryError|Failed to resolve"
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the client sends requests, and whether that is a PD deployment."""
+
+    base_url: str
+    pd: bool
+    what: str  # for people: "router", "agg server", "given URL"
+
+
+@dataclass(frozen=True)
+class ClientSetup:
+    """What the client needs besides ``bench_args``: a tokenizer flag and environment."""
+
+    extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)  # may hold HF_TOKEN: never print it
+    offline: bool = False
+    tokenizer_local: bool = True
+
+    def shown_env(self) -> str:
+        """Environment prefix for a shell line, secrets left out."""
+        return "HF_HUB_OFFLINE=1 " if self.offline else ""
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """One measured sweep point."""
+
+    point: SweepPoint
+    tag: str
+    outcome: PointOutcome
+    row: dict[str, Any] | None
+    client_limited: bool
+    log: Path
+
+    @property
+    def ok(self) -> bool:
+        """True when the client finished and wrote its row."""
+        return self.outcome.ok and self.row is not None
+
+
+# ---- target -----------------------------------------------------------------------------------
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url: str, timeout: float = 3.0) -> tuple[int, Any] | None:
+    """GET ``url`` (never through a proxy): (status, JSON body or None), None if no answer."""
+    try:
+        with _NO_PROXY.open(url, timeout=timeout) as resp:
+            status, body = int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except (urllib.error.URLError, OSError):
+        return None
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, None
+
+
+def _pd_from_info(info: dict[str, Any]) -> bool | None:
+    """PD-ness from a server_info body; None when the body does not say."""
+    if "disaggregation_mode" in info:  # an SGLang worker (or the simulator)
+        return str(info["disaggregation_mode"]).lower() not in ("null", "none")
+    if "prefill" in info and "decode" in info:  # MiniLB's aggregate
+        return True
+    return None
+
+
+def detect_pd(base_url: str) -> bool:
+    """True if ``base_url`` serves PD (see the module docstring for the rules)."""
+    for path in ("/server_info", "/get_server_info"):
+        answer = http_get(base_url + path)
+        if answer is None:
+            raise BenchError(f"nothing answers at {base_url}; start the server (invoke agg, or "
+                             "invoke prefill/decode/pd-router) or fix --base-url")
+        status, info = answer
+        if status == 200 and isinstance(info, dict):
+            pd = _pd_from_info(info)
+            if pd is not None:
+                return pd
+            if path == "/server_info":
+                return False  # a server_info without PD fields: an aggregated server
+    # No worker's server_info: a router (sglang-router answers /get_server_info with its own
+    # counters, smg and others 404); this project only starts routers in front of PD workers.
+    return True
+
+
+def detect_target(settings: Settings, base_url: str | None, pd: bool | None) -> Target:
+    """The URL to benchmark and its PD-ness, given what the user said (None: detect)."""
+    if base_url:
+        url = base_url.rstrip("/")
+        return Target(url, detect_pd(url) if pd is None else pd, "given URL")
+    router = f"http://{settings.router_host}:{settings.router_port}"
+    if http_get(router + "/health") is not None:
+        return Target(router, True if pd is None else pd, "router")
+    agg = f"http://{settings.agg_host}:{settings.agg_port}"
+    return Target(agg, False if pd is None else pd, "agg server")
+
+
+# ---- client setup -----------------------------------------------------------------------------
+
+def _hub_cached(repo_id: str, filename: str, repo_type: str = "model") -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename, repo_type=repo_type)
+    return isinstance(found, str)
+
+
+def _dataset_local(settings: Settings) -> bool:
+    """True (or ConfigError): the client will not need the hub for its dataset."""
+    if settings.bench_dataset_path:
+        if not Path(settings.bench_dataset_path).expanduser().is_file():
+            raise ConfigError(f"BENCH_DATASET_PATH={settings.bench_dataset_path!r}: no such file; "
+                              "give a local ShareGPT-style JSON or leave it empty")
+        return True
+    if settings.bench_dataset == "random-ids" or _hub_cached(
+        SHAREGPT_REPO, SHAREGPT_FILE, "dataset"
+    ):
+        return True
+    raise ConfigError(
+        f"BENCH_DATASET={settings.bench_dataset}: SGLang's bench client would download ShareGPT "
+        "from the HF hub (not in the local cache); set BENCH_DATASET=random-ids (offline) or "
+        "BENCH_DATASET_PATH=<local ShareGPT json>, or fetch it once with `hf download "
+        f"--repo-type dataset {SHAREGPT_REPO} {SHAREGPT_FILE}`"
+    )
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or Path(name).expanduser().exists()
+
+
+def _tokenizer(settings: Settings, dry_run: bool) -> tuple[tuple[str, ...], bool]:
+    """(extra client args, tokenizer available without the hub)."""
+    if settings.tokenizer_path:
+        name = settings.tokenizer_path
+        if _looks_like_path(name):
+            if not Path(name).expanduser().is_dir():
+                raise ConfigError(f"TOKENIZER_PATH={name!r}: not a directory on this host; the "
+                                  "bench client loads the tokenizer from it")
+            return (), True
+        return (), _hub_cached(name, "tokenizer_config.json")
+    if settings.simulate:
+        from sglbench.sim import tokenizer
+
+        # A dry run only shows the path; building the tokenizer writes a cache.
+        where = (tokenizer.DEFAULT_TOKENIZER_DIR.expanduser() if dry_run
+                 else tokenizer.ensure_offline_tokenizer())
+        return ("--tokenizer", str(where)), True
+    model = settings.model_path
+    if _looks_like_path(model):
+        return (), Path(model).expanduser().is_dir()
+    return (), _hub_cached(model, "tokenizer_config.json")
+
+
+def client_setup(settings: Settings, *, dry_run: bool = False) -> ClientSetup:
+    """Check the client can run here (dataset, tokenizer) and decide its flags and env.
+
+    Raises:
+        ConfigError: the dataset or tokenizer would need the HF hub and is not available.
+    """
+    dataset_local = _dataset_local(settings)
+    extra, tokenizer_local = _tokenizer(settings, dry_run)
+    env: dict[str, str] = {}
+    offline = dataset_local and tokenizer_local
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    if settings.hf_token is not None:
+        env["HF_TOKEN"] = settings.hf_token.get_secret_value()  # gated tokenizers
+    return ClientSetup(extra, env, offline, tokenizer_local)
+
+
+def client_argv(settings: Settings, client: ClientSetup, *, target: Target, tag: str,
+                output_file: Path, point: SweepPoint) -> list[str]:
+    """The client's flags for one point: ``specs.bench_args`` plus the tokenizer flag."""
+    args = bench_args(settings, base_url=target.base_url, tag=tag, output_file=output_file,
+                      pd=target.pd, point=point)
+    return [*args, *client.extra_args]
+
+
+def shell_line(client: ClientSetup, argv: list[str]) -> str:
+    """The equivalent command line (``--dry-run``), secrets never included."""
+    return client.shown_env() + shlex.join(["python", "-m", BENCH_MODULE, *argv])
+
+
+# ---- running points ---------------------------------------------------------------------------
+
+def start_worker(settings: Settings, client: ClientSetup, log: Path) -> BenchWorker:
+    """A started (still importing) client worker with the client's environment."""
+    # The client runs with this process's environment (PATH, HF_HOME, proxies) plus ours.
+    worker = BenchWorker(log=log, env={**os.environ, **client.env})
+    worker.start()
+    return worker
+
+
+def client_limited(cores: float, settings: Settings) -> bool:
+    """True when the client used nearly all the CPU it can (one core for the Python client)."""
+    budget = float(os.cpu_count() or 1) if settings.bench_rust_client else 1.0
+    return cores >= CLIENT_LIMIT_SHARE * budget
+
+
+def _appended_rows(output_file: Path, offset: int) -> list[dict[str, Any]]:
+    if not output_file.exists():
+        return []
+    with output_file.open("rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    rows = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            rows.append(json.loads(line))
+    return rows
+
+
+def file_size(path: Path) -> int:
+    """Size in bytes, 0 when the file does not exist yet."""
+    return path.stat().st_size if path.exists() else 0
+
+
+def run_point(worker: BenchWorker, settings: Settings, client: ClientSetup, *, target: Target,
+              point: SweepPoint, tag: str, output_file: Path, log: Path) -> PointResult:
+    """Measure one point; the client appends its row to ``output_file``."""
+    output_file.parent.mkdir(parents=True, exist_ok=True)
+    offset = file_size(output_file)
+    argv = client_argv(settings, client, target=target, tag=tag, output_file=output_file,
+                       point=point)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(shell_line(client, argv) + "\n")
+    try:
+        outcome = worker.run(argv, log=log)
+    except BenchError as exc:  # the worker died (it restarts for the next point)
+        outcome = PointOutcome(ok=False, error=str(exc), cpu_s=0.0, measured_s=0.0,
+                               phase="whole", seconds=0.0)
+    rows = [r for r in _appended_rows(output_file, offset) if r.get("tag") == tag]
+    row = rows[-1] if rows else None
+    return PointResult(point, tag, outcome, row, client_limited(outcome.cores, settings), log)
+
+
+def failure_message(result: PointResult, client: ClientSetup) -> str:
+    """One line saying why a point failed and what to do, plus the client's last lines."""
+    last = tail(result.log)
+    if not client.tokenizer_local and _HUB_FAILURE.search(last):
+        return ("the bench client could not load the tokenizer from the HF hub (not cached, hub "
+                "unreachable?); set TOKENIZER_PATH to a local tokenizer directory")
+    why = result.outcome.error or "the client wrote no result row"
+    return f"point {result.tag}: {why}; log {result.log}; last lines:\n{last}"
+
+
+def _fmt(value: Any, spec: str = ".1f") -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return format(value, spec)
+    return "-"
+
+
+def results_table(results: list[PointResult], title: str, num_prompts: int) -> Table:
+    """A rich table of measured points (one row each); ``limit`` marks a client-bound point."""
+    table = Table(title=title)
+    for name in ("tag", "completed", "out tok/s", "mean TTFT ms", "mean ITL ms",
+                 "mean E2E ms", "client CPU"):
+        table.add_column(name, justify="left" if name == "tag" else "right")
+    for r in results:
+        row = r.row or {}
+        cpu = f"{r.outcome.cores:.0%}" + (" [red]limit[/red]" if r.client_limited else "")
+        done = f"{row.get('completed', 0)}/{num_prompts}" if r.ok else "[red]failed[/red]"
+        table.add_row(r.tag, done, _fmt(row.get("output_throughput")),
+                      _fmt(row.get("mean_ttft_ms")), _fmt(row.get("mean_itl_ms")),
+                      _fmt(row.get("mean_e2e_latency_ms")), cpu)
+    return table
+
+
+def point_tag(base: str, point: SweepPoint, single: bool) -> str:
+    """``base`` for a lone point, ``base_<label>`` in a sweep."""
+    return base if single else f"{base}_{point.label}"
+
+
+def check_tag(tag: str) -> None:
+    """Tags name files: letters, digits and ``._+=-`` only."""
+    if not _TAG_RE.match(tag):
+        raise ConfigError(f"--tag {tag!r}: use letters, digits and . _ + = - only "
+                          "(it names results/<tag>.jsonl)")
+
+
+def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
+              pd: bool | None = None, dry_run: bool = False,
+              console: Console | None = None) -> Path:
+    """Benchmark the running deployment; append rows to ``RESULTS_DIR/<tag>.jsonl``.
+
+    Args:
+        settings: the run's settings (BENCH_* workload; lists make a sweep).
+        tag: names the results file and the rows (``TAG_<label>`` per point in a sweep).
+        base_url: what to benchmark; None: the router if it answers, else the agg server.
+        pd: PD deployment (``--pd-separated``); None: detect it.
+        dry_run: print the client command lines, run nothing.
+        console: where progress and the result table go.
+
+    Returns:
+        The results file.
+
+    Raises:
+        ConfigError: bad tag, or the client would need the HF hub.
+        BenchError: nothing answers, or the client failed (with its last output lines).
+    """
+    console = console or Console()
+    check_tag(tag)
+    output_file = Path(settings.results_dir) / f"{tag}.jsonl"
+    points = sweep_points(settings)
+    client = client_setup(settings, dry_run=dry_run)
+    if dry_run:
+        target = (Target(base_url, bool(pd), "given URL") if base_url
+                  else detect_target(settings, None, pd))
+        for point in points:
+            argv = client_argv(settings, client, target=target, output_file=output_file,
+                               tag=point_tag(tag, point, len(points) == 1), point=point)
+            console.print(shell_line(client, argv), soft_wrap=True, highlight=False)
+        return output_file
+    target = detect_target(settings, base_url, pd)
+    console.print(f"benchmarking the {target.what} at {target.base_url} "
+                  f"({'PD' if target.pd else 'aggregated'}), {len(points)} point(s) -> "
+                  f"{output_file}")
+    logs = Path(settings.run_dir) / "bench"
+    results = _run_points(settings, client, target, points, tag, output_file, logs, console)
+    console.print(results_table(results, f"results -> {output_file}",
+                                settings.bench_num_prompts))
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise BenchError(failure_message(failed[0], client))
+    return output_file
+
+
+def _run_points(settings: Settings, client: ClientSetup, target: Target,
+                points: list[SweepPoint], tag: str, output_file: Path, logs: Path,
+                console: Console) -> list[PointResult]:
+    results: list[PointResult] = []
+    worker = start_worker(settings, client, logs / "client-worker.log")
+    try:
+        with console.status("loading SGLang's bench client ..."):
+            worker.wait_ready()
+        for n, point in enumerate(points, 1):
+            point_tag_ = point_tag(tag, point, len(points) == 1)
+            with console.status(f"[{n}/{len(points)}] {point_tag_} ..."):
+                result = run_point(worker, settings, client, target=target, point=point,
+                                   tag=point_tag_, output_file=output_file,
+                                   log=logs / f"{point_tag_}.log")
+            results.append(result)
+            if not result.ok:
+                break  # a single bench stops at the first failure, as the scripts did
+    finally:
+        worker.close()
+    return results
+

@@ -1,0 +1,288 @@
+"""One long-lived process that runs SGLang's bench client for every point of a sweep.
+
+Importing ``sglang.benchmark.serving`` costs about 10 s here (torch and friends), so a sweep that
+started ``python -m sglang.benchmark.serving`` per point would pay it per point. The worker
+(``python -m sglbench.benchworker``) imports it once and then runs the client's own ``cli_main``
+per point with that point's command line, so the flags are parsed by the client's own argparse
+parser exactly as on the command line (and ``--rust-client`` is checked the same way).
+
+Protocol, one JSON object per line: the parent writes ``{"argv": [...], "log": path}`` on the
+worker's stdin; the worker answers on a private copy of its original stdout with ``{"event":
+"ready", ...}`` once, then one ``{"event": "done", ...}`` per point. Everything the client prints
+(fd 1 and 2, also from native code) goes to the point's log file, never into the protocol.
+
+Client CPU use is measured inside the worker with psutil over the client's request phase (the
+span it reports as ``duration``), because the setup around it (tokenizer load, dataset
+generation, retokenizing for metrics) is CPU-bound and a fixed 1 s pause idles: either would
+skew the figure on short points. The Rust client runs the whole point in native code, so there
+the whole call is measured (phase ``whole``). The client's tokenizer is loaded once per worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from sglbench.errors import BenchError
+
+WORKER_MODULE = "sglbench.benchworker"
+_PROG = "sglang.benchmark.serving"
+
+
+@dataclass(frozen=True)
+class PointOutcome:
+    """What the worker reports for one client run."""
+
+    ok: bool
+    error: str | None
+    cpu_s: float
+    measured_s: float
+    phase: str  # "load": the request phase only; "whole": the whole client call
+    seconds: float  # the whole client call, setup included
+
+    @property
+    def cores(self) -> float:
+        """CPU cores the client used while measured (1.0 = one core busy all the time)."""
+        return self.cpu_s / self.measured_s if self.measured_s > 0 else 0.0
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` non-empty lines of a log file ('' when there is none)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    kept = [ln.rstrip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    return "\n".join(kept[-lines:])
+
+
+class BenchWorker:
+    """Parent side: start the worker, run points through it, stop it.
+
+    Use as a context manager; ``start()`` returns at once so the import can overlap with server
+    start-up, ``wait_ready()`` blocks until the client is imported.
+    """
+
+    def __init__(self, *, log: Path, env: Mapping[str, str] | None = None,
+                 python: str = sys.executable) -> None:
+        self.log = log
+        self._env = dict(env) if env is not None else None
+        self._python = python
+        self._proc: subprocess.Popen[str] | None = None
+        self.import_s: float | None = None
+
+    def __enter__(self) -> BenchWorker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running worker, if any."""
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> None:
+        """Spawn the worker (it starts importing the client at once)."""
+        if self._proc is not None:
+            return
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(self._env if self._env is not None else os.environ)
+        # The worker must import this very sglbench, installed or not.
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        with self.log.open("ab") as err:
+            # Own session: a Ctrl-C on the terminal reaches only the parent, which then stops
+            # the worker itself (no KeyboardInterrupt tracebacks from the client).
+            self._proc = subprocess.Popen(
+                [self._python, "-m", WORKER_MODULE], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=err, env=env, text=True,
+                start_new_session=True,
+            )
+
+    def wait_ready(self) -> float:
+        """Block until the client is imported; return the import time in seconds."""
+        if self.import_s is not None:
+            return self.import_s
+        self.start()
+        reply = self._read()
+        if reply.get("event") != "ready":
+            raise BenchError(f"bench client failed to load: {reply.get('error')}; "
+                             f"see {self.log}")
+        self.import_s = float(reply["import_s"])
+        return self.import_s
+
+    def run(self, argv: list[str], *, log: Path) -> PointOutcome:
+        """Run the client once with ``argv`` (its flags); its output goes to ``log``."""
+        self.wait_ready()
+        assert self._proc is not None and self._proc.stdin is not None
+        log.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._proc.stdin.write(json.dumps({"argv": argv, "log": str(log)}) + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # _read() reports the exit with the log
+        reply = self._read(point_log=log)
+        return PointOutcome(
+            ok=bool(reply["ok"]), error=reply.get("error"), cpu_s=float(reply["cpu_s"]),
+            measured_s=float(reply["measured_s"]), phase=str(reply["phase"]),
+            seconds=float(reply["seconds"]),
+        )
+
+    def _read(self, point_log: Path | None = None) -> dict[str, Any]:
+        assert self._proc is not None and self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if line:
+            reply: dict[str, Any] = json.loads(line)
+            return reply
+        code = self._proc.wait()
+        self._proc = None
+        self.import_s = None
+        last = tail(point_log) if point_log else ""
+        last = last or tail(self.log)
+        raise BenchError(f"bench client process exited with code {code}; last lines:\n{last}")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the worker: end of input first, then SIGTERM, then SIGKILL."""
+        proc, self._proc = self._proc, None
+        self.import_s = None
+        if proc is None:
+            return
+        with contextlib.suppress(OSError):
+            if proc.stdin:
+                proc.stdin.close()  # an idle worker exits at end of input
+        try:
+            proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:  # busy with a point (Ctrl-C): stop it
+            proc.terminate()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+# ---- worker side ------------------------------------------------------------------------------
+
+_measured: dict[str, float] = {}
+
+
+def _cpu_seconds() -> float:
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system + times.children_user + times.children_system)
+
+
+def _instrument(serving: Any) -> None:
+    """Hook the client's own functions to measure its request phase and reuse its tokenizer.
+
+    The request phase starts when ``benchmark()`` creates its request generator
+    (``get_request``) and ends when it calls ``calculate_metrics``, exactly the span the client
+    reports as ``duration``; the warm-up, a fixed 1 s pause and the retokenizing metrics around
+    it would skew the CPU share either way. The tokenizer load (about 5 s for Qwen's with
+    transformers 5) is paid once per worker instead of once per point.
+    """
+    get_request = getattr(serving, "get_request", None)
+    calculate_metrics = getattr(serving, "calculate_metrics", None)
+    get_tokenizer = getattr(serving, "get_tokenizer", None)
+    if get_request is not None and calculate_metrics is not None:
+
+        def start_requests(*args: Any, **kwargs: Any) -> Any:
+            _measured.update(cpu0=_cpu_seconds(), t0=time.perf_counter())
+            return get_request(*args, **kwargs)
+
+        def end_requests(*args: Any, **kwargs: Any) -> Any:
+            if "t0" in _measured:
+                _measured.update(cpu_s=_cpu_seconds() - _measured["cpu0"],
+                                 measured_s=time.perf_counter() - _measured["t0"])
+            return calculate_metrics(*args, **kwargs)
+
+        # run_benchmark()/benchmark() look these up in their module's globals at call time.
+        serving.get_request = start_requests
+        serving.calculate_metrics = end_requests
+    if get_tokenizer is not None:
+        serving.get_tokenizer = functools.lru_cache(maxsize=4)(get_tokenizer)
+
+
+@contextlib.contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """Send fd 1 and 2 (Python and native writes) to ``log`` for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with log.open("ab") as out:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _run_point(serving: Any, argv: list[str], log: Path) -> dict[str, Any]:
+    _measured.clear()
+    ok, error = True, None
+    with _output_to(log):
+        cpu0, t0 = _cpu_seconds(), time.monotonic()
+        sys.argv = [_PROG, *argv]
+        try:
+            serving.cli_main()
+        except SystemExit as exc:  # argparse errors and the client's own sys.exit(1)
+            ok = exc.code in (None, 0)
+            error = None if ok else f"the bench client exited with {exc.code}"
+        except Exception as exc:
+            traceback.print_exc()
+            ok, error = False, f"{type(exc).__name__}: {exc}"
+        cpu, seconds = _cpu_seconds() - cpu0, time.monotonic() - t0
+    phase = "load" if "measured_s" in _measured else "whole"
+    return {
+        "event": "done", "ok": ok, "error": error, "seconds": seconds, "phase": phase,
+        "cpu_s": _measured.get("cpu_s", cpu), "measured_s": _measured.get("measured_s", seconds),
+    }
+
+
+def _send(channel: IO[str], message: Mapping[str, Any]) -> None:
+    channel.write(json.dumps(message) + "\n")
+    channel.flush()
+
+
+def main() -> None:
+    """Worker entry point: import the client once, then serve points from stdin."""
+    channel = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # stray prints while importing go to the worker log, not the protocol
+    t0 = time.monotonic()
+    try:
+        from sglang.benchmark import serving
+    except BaseException as exc:
+        traceback.print_exc()
+        _send(channel, {"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        raise SystemExit(1) from None
+    _instrument(serving)
+    _send(channel, {"event": "ready", "import_s": time.monotonic() - t0, "pid": os.getpid()})
+    for line in sys.stdin:
+        if line.strip():
+            request = json.loads(line)
+            _send(channel, _run_point(serving, list(request["argv"]), Path(request["log"])))
+
+
+if __name__ == "__main__":
+    main()

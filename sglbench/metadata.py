@@ -1,0 +1,201 @@
+"""The ``metadata.json`` sidecar of a run directory (``results/<run-id>/``).
+
+Shape (the harness contract): ``run_id, started, ended, simulated, workload, settings (secrets
+removed), versions, servers ({worker: its /server_info}), git_commit, gpus_per_mode,
+forced_mismatch, points`` plus ``modes``, ``gpus``, ``resumed`` and ``interrupted``. Everything
+is written through ``scrub`` so no secret value (HF_TOKEN, ...) reaches the file even when a
+server echoes it back.
+
+Docker images: when a role runs in docker, ``versions`` gets ``image`` and ``image_digest`` from
+``sglbench.runtime.docker.image_versions(settings) -> dict[str, str]`` if that function exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sglbench.bench import http_get
+from sglbench.errors import ResultsError
+from sglbench.lifecycle import MODE_ROLES
+from sglbench.settings import ROLES, Settings, is_secret, public_settings
+from sglbench.specs import Mode, server_specs
+
+METADATA_FILE = "metadata.json"
+_PACKAGES = ("sglang", "sglang-router", "smg", "sglbench")
+_MASK = "********"
+
+
+def now() -> str:
+    """The current time, ISO 8601 with the UTC offset."""
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+def workload(settings: Settings) -> dict[str, Any]:
+    """What both modes must share for a fair comparison (the fingerprint of a run).
+
+    The concurrency list is left out on purpose: it is the load axis, so a resumed run may add
+    concurrency points to the same workload.
+    """
+    return {
+        "dataset": settings.bench_dataset,
+        "dataset_path": settings.bench_dataset_path,
+        "num_prompts": settings.bench_num_prompts,
+        "input_len": list(settings.bench_input_len),
+        "output_len": list(settings.bench_output_len),
+        "range_ratio": settings.bench_range_ratio,
+        "seed": settings.bench_seed,
+        "ignore_eos": settings.bench_ignore_eos,
+        "warmup": settings.bench_warmup_requests,
+        "request_rate": list(settings.bench_request_rate),
+    }
+
+
+def workload_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``KEY: old -> new`` for every workload key that differs (after a JSON round trip)."""
+    a, b = json.loads(json.dumps(dict(old))), json.loads(json.dumps(dict(new)))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
+
+
+def scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` with secret keys masked and any secret string replaced, recursively."""
+    if isinstance(value, Mapping):
+        return {k: _MASK if is_secret(str(k).upper()) and v not in (None, "")
+                else scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, _MASK)
+    return value
+
+
+def secrets_of(settings: Settings) -> tuple[str, ...]:
+    """Secret values of the settings (to be scrubbed wherever they show up)."""
+    token = settings.hf_token.get_secret_value() if settings.hf_token else ""
+    return (token,) if token else ()
+
+
+def versions(settings: Settings) -> dict[str, str | None]:
+    """Versions of the packages that shape the numbers, plus the docker image if used."""
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    if any(settings.role_runtime(role) == "docker" for role in ROLES):
+        found["image"] = settings.sglang_image
+        with contextlib.suppress(ImportError, AttributeError):
+            docker = importlib.import_module("sglbench.runtime.docker")
+            found.update(docker.image_versions(settings))
+    return found
+
+
+def server_infos(settings: Settings, mode: Mode) -> dict[str, Any]:
+    """Each worker's ``/server_info`` (else ``/get_server_info``), asked of the worker itself.
+
+    Keys are the role (``agg``, ``prefill``, ``decode``), or ``prefill-1`` ... with several
+    workers of a role. The router hides this from the bench client, hence the direct ask.
+    """
+    infos: dict[str, Any] = {}
+    for role in MODE_ROLES[mode]:
+        specs = server_specs(settings, role)
+        for spec in specs:
+            key = role if len(specs) == 1 else f"{role}-{spec.index}"
+            infos[key] = {"url": spec.url, "error": "no answer"}
+            for path in ("/server_info", "/get_server_info"):
+                answer = http_get(spec.url + path, timeout=5.0)
+                if answer is not None and answer[0] == 200 and isinstance(answer[1], dict):
+                    infos[key] = answer[1]
+                    break
+    return infos
+
+
+def gpu_info() -> list[dict[str, str]] | str:
+    """GPUs of this host from nvidia-smi, or ``"none"``."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return "none"
+    fields = "index,name,memory.total,driver_version"
+    try:
+        out = subprocess.run([smi, f"--query-gpu={fields}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "none"
+    names = fields.split(",")
+    return [dict(zip(names, (v.strip() for v in line.split(",")), strict=False))
+            for line in out.splitlines() if line.strip()] or "none"
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The checkout's commit (``+dirty`` with local changes), None outside git."""
+    where = cwd or Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=where, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty.strip() else "")
+
+
+def new_metadata(settings: Settings, *, run_id: str, modes: list[str],
+                 gpus_per_mode: Mapping[str, int]) -> dict[str, Any]:
+    """The metadata of a new run (servers and points are filled in as the run goes)."""
+    return {
+        "run_id": run_id,
+        "started": now(),
+        "ended": None,
+        "simulated": settings.simulate,
+        "modes": modes,
+        "workload": workload(settings),
+        "settings": public_settings(settings),
+        "versions": versions(settings),
+        "servers": {},
+        "git_commit": git_commit(),
+        "gpus": gpu_info(),
+        "gpus_per_mode": dict(gpus_per_mode),
+        "forced_mismatch": False,
+        "interrupted": False,
+        "resumed": [],
+        "points": [],
+    }
+
+
+def write_metadata(run_dir: Path, metadata: Mapping[str, Any], settings: Settings) -> Path:
+    """Write ``metadata.json`` atomically (a reader never sees half a file), secrets scrubbed."""
+    path = run_dir / METADATA_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(scrub(metadata, secrets_of(settings)), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(run_dir: Path) -> dict[str, Any]:
+    """The run's metadata.
+
+    Raises:
+        ResultsError: missing or unreadable.
+    """
+    path = run_dir / METADATA_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{path}: cannot read the run's metadata ({exc}); "
+                           "start a new run instead of resuming") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: not a JSON object; start a new run instead of resuming")
+    return data

@@ -1,0 +1,125 @@
+"""Wait until a server (or the router) answers, with a deadline, progress, and the log on failure.
+
+A server is ready when ``GET /health_generate`` answers 200: SGLang generates one token for it,
+so the whole pipeline works, not only the HTTP front. If the process or container exits while we
+wait, we fail at once with its exit code and the last lines of its log instead of waiting for the
+deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from rich.console import Console
+
+from sglbench.errors import ReadinessError
+from sglbench.runtime import Runtime
+from sglbench.specs import ServerSpec
+
+POLL_S = 0.25
+LOG_LINES = 30
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One readiness check: did it pass, and what to show (``503``, ``connection refused``)."""
+
+    ok: bool
+    status: str
+
+
+def http_probe(url: str, *, timeout_s: float = 10.0) -> Probe:
+    """GET ``url``: ok on 200. Never raises for network errors (they mean "not yet")."""
+    try:
+        # trust_env=False: a proxy from the environment must not see traffic to our servers.
+        response = httpx.get(url, timeout=timeout_s, trust_env=False)
+    except httpx.ConnectError:
+        return Probe(False, "connection refused")
+    except httpx.TimeoutException:
+        return Probe(False, "timed out")
+    except httpx.HTTPError as exc:
+        return Probe(False, type(exc).__name__)
+    return Probe(response.status_code == 200, str(response.status_code))
+
+
+def wait_until(
+    what: str,
+    probe: Callable[[], Probe],
+    *,
+    exit_code: Callable[[], int | None],
+    log_tail: Callable[[], str],
+    timeout_s: float,
+    console: Console,
+    poll_s: float = POLL_S,
+) -> float:
+    """Poll ``probe`` until it passes; return the seconds it took.
+
+    Args:
+        what: the name shown to the user (``sglang-prefill at http://...``).
+        probe: one check; called every ``poll_s`` seconds.
+        exit_code: None while the process runs (a non-None value ends the wait at once).
+        log_tail: the last lines of its log, for the error.
+        timeout_s: the deadline, from now.
+        console: where progress is shown.
+        poll_s: pause between checks.
+
+    Raises:
+        ReadinessError: it exited, or the deadline passed.
+    """
+    start = time.monotonic()
+    deadline = start + timeout_s
+    last = "not checked yet"
+    with console.status(f"waiting for {what}") as status:
+        while True:
+            code = exit_code()
+            if code is not None:
+                raise ReadinessError(_with_log(f"{what} exited ({_code(code)}) before it was "
+                                               "ready", log_tail()))  # fmt: skip
+            result = probe()
+            elapsed = time.monotonic() - start
+            if result.ok:
+                return elapsed
+            last = result.status
+            if time.monotonic() >= deadline:
+                raise ReadinessError(_with_log(
+                    f"{what} not ready after {timeout_s:g}s (last answer: {last}); "
+                    "raise READY_TIMEOUT_S if it is only slow", log_tail()))  # fmt: skip
+            status.update(f"waiting for {what}: {elapsed:.0f}s, last answer: {last}")
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+
+def wait_server_ready(
+    runtime: Runtime, spec: ServerSpec, *, timeout_s: float, console: Console
+) -> float:
+    """Wait until ``spec`` answers ``/health_generate`` with 200; return the seconds it took.
+
+    Raises:
+        ReadinessError: it exited first (with its exit code and log tail), or the deadline passed.
+    """
+    url = f"{spec.url}/health_generate"
+    return wait_until(
+        f"{spec.name} at {spec.url}",
+        lambda: http_probe(url, timeout_s=min(10.0, timeout_s)),
+        exit_code=lambda: runtime.exit_code(spec),
+        log_tail=lambda: runtime.log_tail(spec, LOG_LINES),
+        timeout_s=timeout_s,
+        console=console,
+    )
+
+
+def _code(code: int) -> str:
+    if code < -999:
+        return "exit code unknown"
+    if code < 0:
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _with_log(message: str, log: str) -> str:
+    if not log.strip():
+        return f"{message}; its log is empty"
+    indented = "\n".join(f"  | {line}" for line in log.splitlines())
+    return f"{message}; last log lines:\n{indented}"

@@ -1,0 +1,335 @@
+"""Load SGLang bench_serving JSONL results into one pandas DataFrame.
+
+Every client version we meet writes a slightly different row: 0.5.2 (35 keys, no ``tag``),
+0.5.5 (40 keys, the GH200 reference results), 0.5.23 (49 keys, p90/p95 and peak figures).
+Rows are normalised to the columns in ``COLUMNS``; what a row does not say (prompt count, seed,
+ignore-eos, GPUs per mode) comes from the run's ``metadata.json`` when there is one, else from the
+file name, else from what the row implies.
+
+Two layouts are read:
+    results/<tag>.jsonl                 one file per ``invoke bench --tag T`` (any name)
+    results/<run-id>/<mode>.jsonl       a sweep run (mode: agg, pd, pd_<x>p<y>d) beside
+    results/<run-id>/metadata.json      its metadata sidecar (optional keys everywhere)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sglbench.errors import ResultsError
+
+METADATA_FILE = "metadata.json"
+RUN_MODE_RE = re.compile(r"^(agg|pd|pd_\d+p\d+d)$")
+_TAG_MODE_RE = re.compile(r"^(agg|pd_intra|pd_inter|pd_\d+p\d+d)(?:_|$)")
+_XPYD_RE = re.compile(r"^pd_(\d+)p(\d+)d$")
+_NUM_PROMPTS_RE = re.compile(r"(?:^|_)n(\d+)(?:_|$)")
+_HINT = "run `invoke bench --tag T` (or `invoke compare`) first"
+
+# Columns of the loaded frame, in order. Latencies are milliseconds, throughputs per second.
+WORKLOAD_COLUMNS = (
+    "dataset", "num_prompts", "input_len", "output_len", "range_ratio",
+    "seed", "ignore_eos", "warmup", "request_rate", "max_concurrency",
+)  # fmt: skip
+LATENCY_COLUMNS = tuple(
+    f"{stat}_{metric}_ms"
+    for metric in ("ttft", "itl", "tpot", "e2e")
+    for stat in ("mean", "median", "p99")
+)
+COLUMNS = (
+    "tag", "mode", "run_id", "file", "path", "line", "backend", *WORKLOAD_COLUMNS,
+    "duration_s", "completed", "failed", "total_input_tokens", "total_output_tokens",
+    "request_throughput", "input_throughput", "output_throughput", "total_throughput",
+    *LATENCY_COLUMNS, "measured_concurrency", "request_goodput", "slo_attainment",
+    "server_version", "simulated", "gpus", "gpus_source", "client_limited",
+)  # fmt: skip
+_REQUIRED_KEYS = (
+    "completed", "duration", "output_throughput", "mean_ttft_ms", "mean_e2e_latency_ms",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _FileContext:
+    """What the file's place on disk says about its rows."""
+
+    path: Path
+    run_id: str | None
+    mode: str | None
+    metadata: Mapping[str, Any]
+
+
+def load_results(paths: Sequence[Path]) -> pd.DataFrame:
+    """Read bench_serving results into one row per JSON line.
+
+    Args:
+        paths: ``.jsonl`` files or directories; a directory is searched recursively, and in a run
+            directory (one holding ``metadata.json``) only ``<mode>.jsonl`` files are read.
+
+    Returns:
+        A DataFrame with the columns of ``COLUMNS``; what is unknown (run_id outside a run
+        directory, seed without metadata, ...) is NA: test it with ``pd.isna``, not ``is None``.
+
+    Raises:
+        ResultsError: a path is missing, holds no results, or a line is not a result row.
+    """
+    rows: list[dict[str, Any]] = []
+    for file in result_files(paths):
+        ctx = _file_context(file)
+        for lineno, record in _read_jsonl(file):
+            rows.append(normalise_row(record, ctx, lineno))
+    if not rows:
+        where = ", ".join(str(p) for p in paths) or "(no paths)"
+        raise ResultsError(f"{where}: the result files hold no benchmark rows; {_HINT}")
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def result_files(paths: Sequence[Path]) -> list[Path]:
+    """List the result files under ``paths`` (sorted, no duplicates).
+
+    Raises:
+        ResultsError: a path does not exist, or no ``.jsonl`` file is found under the paths.
+    """
+    found: dict[Path, None] = {}
+    for path in paths:
+        if path.is_file():
+            found[path] = None
+        elif path.is_dir():
+            found.update(dict.fromkeys(p for p in sorted(path.rglob("*.jsonl")) if _is_result(p)))
+        else:
+            raise ResultsError(f"{path}: no such results file or directory; {_HINT}")
+    if not found:
+        where = ", ".join(str(p) for p in paths) or "(no paths)"
+        raise ResultsError(f"{where}: no *.jsonl result files found; {_HINT}")
+    return list(found)
+
+
+def read_metadata(run_dir: Path) -> dict[str, Any]:
+    """Return the run's ``metadata.json`` as a dict, or ``{}`` when there is none.
+
+    Raises:
+        ResultsError: the file exists but is not a JSON object.
+    """
+    path = run_dir / METADATA_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{path}: unreadable run metadata ({exc}); re-run or delete it") from exc
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: run metadata is not a JSON object; re-run or delete it")
+    return data
+
+
+def _is_result(path: Path) -> bool:
+    # In a run directory only <mode>.jsonl are results; other JSONL there belong to the run.
+    return not (path.parent / METADATA_FILE).is_file() or bool(RUN_MODE_RE.match(path.stem))
+
+
+def _file_context(path: Path) -> _FileContext:
+    metadata = read_metadata(path.parent)
+    in_run = (path.parent / METADATA_FILE).is_file()
+    if not in_run:
+        return _FileContext(path, None, None, {})
+    run_id = str(metadata.get("run_id") or path.parent.name)
+    mode = path.stem if RUN_MODE_RE.match(path.stem) else None
+    return _FileContext(path, run_id, mode, metadata)
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read ({exc.strerror}); check the path") from exc
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            # Python's json reads the bare `Infinity` the client writes for --request-rate inf.
+            record = json.loads(line)
+        except ValueError as exc:
+            raise ResultsError(
+                f"{path}:{lineno}: not valid JSON ({exc}); remove the line or re-run the benchmark"
+            ) from exc
+        missing = [k for k in _REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise ResultsError(
+                f"{path}:{lineno}: not a bench_serving result row (no {missing[0]!r}); "
+                "remove the line or the file"
+            )
+        records.append((lineno, record))
+    return records
+
+
+def normalise_row(record: Mapping[str, Any], ctx: _FileContext, lineno: int) -> dict[str, Any]:
+    """Map one bench_serving row (any client version) to the ``COLUMNS`` of the frame."""
+    tag = str(record.get("tag") or ctx.path.stem)
+    mode = ctx.mode or infer_mode(tag, ctx.path.stem, record.get("server_info"))
+    workload = _mapping(ctx.metadata.get("workload"))
+    point = _point_for(ctx.metadata, tag)
+    num_prompts, failed = _prompt_counts(record, ctx, tag, workload, point)
+    gpus, gpus_source = gpus_for_mode(mode, ctx.metadata)
+    row: dict[str, Any] = {
+        "tag": tag, "mode": mode, "run_id": ctx.run_id, "file": ctx.path.name,
+        "path": str(ctx.path), "line": lineno, "backend": record.get("backend"),
+        "dataset": record.get("dataset_name") or workload.get("dataset"),
+        "num_prompts": num_prompts,
+        "input_len": _input_len(record),
+        "output_len": _output_len(record),
+        "range_ratio": _float(record.get("random_range_ratio", workload.get("range_ratio"))),
+        "seed": workload.get("seed"), "ignore_eos": workload.get("ignore_eos"),
+        "warmup": workload.get("warmup"),
+        "request_rate": _float(record.get("request_rate")),
+        "max_concurrency": _float(record.get("max_concurrency")),
+        "duration_s": _float(record.get("duration")),
+        "completed": int(record.get("completed") or 0), "failed": failed,
+        "measured_concurrency": _float(record.get("concurrency")),
+        "server_version": _server_version(record.get("server_info")),
+        "simulated": is_simulated(record.get("server_info"), ctx.metadata),
+        "gpus": gpus, "gpus_source": gpus_source,
+        "client_limited": point.get("client_limited"),
+    }  # fmt: skip
+    for key in ("total_input_tokens", "total_output_tokens"):
+        row[key] = int(record.get(key) or 0)
+    for key in ("request_throughput", "input_throughput", "output_throughput",
+                "total_throughput", "request_goodput", "slo_attainment"):  # fmt: skip
+        row[key] = _float(record.get(key))
+    for column in LATENCY_COLUMNS:
+        row[column] = _float(record.get(column.replace("_e2e_", "_e2e_latency_")))
+    return row
+
+
+def infer_mode(tag: str, stem: str, server_info: object = None) -> str:
+    """Name the serving mode of a row from its tag or file name, like the reference files.
+
+    ``agg_...`` -> agg; ``pd_intra_...``/``pd_inter_...``/``pd_1p4d_...`` keep their name; any
+    other tag with a ``pd`` or ``disagg`` word, or a row whose server_info shows prefill/decode
+    workers, -> pd; everything else -> agg.
+    """
+    for name in (tag.lower(), stem.lower()):
+        match = _TAG_MODE_RE.match(name)
+        if match:
+            return match.group(1)
+    words = re.split(r"[^a-z0-9]+", f"{tag} {stem}".lower())
+    if any(w.startswith("pd") or "disagg" in w for w in words):
+        return "pd"
+    if isinstance(server_info, dict) and ("prefill" in server_info or "decode" in server_info):
+        return "pd"
+    if isinstance(server_info, dict) and server_info.get("disaggregation_mode") in (
+        "prefill",
+        "decode",
+    ):
+        return "pd"
+    return "agg"
+
+
+def gpus_for_mode(mode: str, metadata: Mapping[str, Any]) -> tuple[int, str]:
+    """GPUs a mode used: from the run metadata, else assumed from the mode's name.
+
+    Returns:
+        ``(gpus, source)`` where source is ``"metadata"`` or ``"assumed"``.
+    """
+    given = _mapping(metadata.get("gpus_per_mode")).get(mode)
+    if isinstance(given, int) and given > 0:
+        return given, "metadata"
+    xpyd = _XPYD_RE.match(mode)
+    if xpyd:
+        return int(xpyd.group(1)) + int(xpyd.group(2)), "assumed"
+    # The reference pd_intra runs put prefill and decode on one GH200.
+    return (1, "assumed") if mode in ("agg", "pd_intra") else (2, "assumed")
+
+
+def is_simulated(server_info: object, metadata: Mapping[str, Any]) -> bool:
+    """True when the metadata or any worker's server_info says the backend was simulated."""
+    if metadata.get("simulated") is True:
+        return True
+    return _has_simulated_flag(server_info, 3) or _has_simulated_flag(metadata.get("servers"), 3)
+
+
+def _has_simulated_flag(value: object, depth: int) -> bool:
+    if depth < 0:
+        return False
+    if isinstance(value, dict):
+        if value.get("simulated") is True:
+            return True
+        return any(_has_simulated_flag(v, depth - 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_simulated_flag(v, depth - 1) for v in value)
+    return False
+
+
+def _prompt_counts(
+    record: Mapping[str, Any],
+    ctx: _FileContext,
+    tag: str,
+    workload: Mapping[str, Any],
+    point: Mapping[str, Any],
+) -> tuple[int, int]:
+    """Return (requests sent, requests failed), from the best source the row has."""
+    completed = int(record.get("completed") or 0)
+    errors = record.get("errors")  # present with --output-details: one entry per request
+    if isinstance(errors, list) and errors:
+        return len(errors), sum(1 for e in errors if e)
+    given = point.get("num_prompts", workload.get("num_prompts"))
+    match = _NUM_PROMPTS_RE.search(tag) or _NUM_PROMPTS_RE.search(ctx.path.stem)
+    if isinstance(given, int) and not isinstance(given, bool):
+        sent = given
+    elif match:
+        sent = int(match.group(1))
+    else:
+        sent = completed  # nothing says more were sent
+    return sent, max(sent - completed, 0)
+
+
+def _point_for(metadata: Mapping[str, Any], tag: str) -> Mapping[str, Any]:
+    points = metadata.get("points")
+    if isinstance(points, list):
+        for point in points:
+            if isinstance(point, dict) and point.get("tag") == tag:
+                return point
+    return {}
+
+
+def _server_version(server_info: object) -> str | None:
+    if not isinstance(server_info, dict):
+        return None
+    if isinstance(server_info.get("version"), str):
+        return str(server_info["version"])
+    for role in ("prefill", "decode"):
+        workers = server_info.get(role)
+        if isinstance(workers, list) and workers and isinstance(workers[0], dict):
+            version = workers[0].get("version")
+            return str(version) if version is not None else None
+    return None
+
+
+def _input_len(record: Mapping[str, Any]) -> float:
+    # The client writes its random_* defaults even for other datasets: only random* use them.
+    if str(record.get("dataset_name", "")).startswith("random"):
+        return _float(record.get("random_input_len"))
+    return math.nan
+
+
+def _output_len(record: Mapping[str, Any]) -> float:
+    if str(record.get("dataset_name", "")).startswith("random"):
+        return _float(record.get("random_output_len"))
+    return _float(record.get("sharegpt_output_len"))
+
+
+def _float(value: object) -> float:
+    """A number as float (inf kept), anything else (None, "trace") as NaN."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    return float(value)
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}

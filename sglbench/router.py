@@ -1,0 +1,150 @@
+"""The PD router as a local process: in the foreground (as the original script) or detached.
+
+Both ways go through the process runtime (pid file, log file), so ``status``, ``logs router`` and
+``down`` see the router like any server. Before starting, every prefill and decode worker must
+answer: the routers themselves would start anyway and keep failing requests (MiniLB) or report
+"insufficient healthy workers" forever (the Rust routers).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterator
+
+import httpx
+from rich.console import Console
+
+from sglbench.errors import ConfigError
+from sglbench.readiness import Probe, http_probe, wait_until
+from sglbench.runtime.process import ProcessRuntime, python_for
+from sglbench.settings import Settings
+from sglbench.specs import RouterSpec, router_spec, server_specs
+
+ROUTER_NAME = "router"
+# The router only has to register workers that already answer; two minutes is generous.
+ROUTER_READY_S = 120.0
+
+
+def describe_router(settings: Settings) -> str:
+    """The router's command line (``--dry-run``)."""
+    return shlex.join(router_spec(settings).argv(python_for(settings)))
+
+
+def check_workers(settings: Settings) -> None:
+    """Every prefill and decode worker must answer ``/health`` before the router starts.
+
+    Raises:
+        ConfigError: a worker does not answer; names it, its URL and the keys to fix.
+    """
+    for role in ("prefill", "decode"):
+        for spec in server_specs(settings, role):
+            probe = http_probe(f"{spec.url}/health", timeout_s=5.0)
+            if not probe.ok:
+                key = role.upper()
+                raise ConfigError(
+                    f"{key}_HOST/{key}_PORT: {role} worker {spec.name} at {spec.url} does not "
+                    f"answer ({probe.status}); start it with `invoke {role}` or fix "
+                    f"{key}_HOST/{key}_PORT"
+                )
+
+
+def start_router(
+    settings: Settings, *, run_id: str, console: Console, runtime: ProcessRuntime | None = None
+) -> RouterSpec:
+    """Start the router in the background and wait until it routes to every worker.
+
+    Raises:
+        ConfigError: a worker does not answer (nothing started).
+        ReadinessError: the router exited or did not become ready (it is stopped then).
+    """
+    check_workers(settings)
+    spec = router_spec(settings)
+    runtime = runtime or ProcessRuntime(settings)
+    runtime.launch(ROUTER_NAME, "router", spec.url, spec.argv(runtime.python), run_id)
+    try:
+        seconds = wait_router_ready(settings, spec, runtime, console)
+    except BaseException:
+        runtime.stop_name(ROUTER_NAME)
+        raise
+    console.print(f"router ({spec.impl}) ready at {spec.url} after {seconds:.1f}s")
+    return spec
+
+
+def run_router_foreground(settings: Settings, *, run_id: str, console: Console) -> int:
+    """Start the router, show its log until it exits; Ctrl-C stops it. Returns its exit code."""
+    runtime = ProcessRuntime(settings)
+    start_router(settings, run_id=run_id, console=console, runtime=runtime)
+    console.print("router running in the foreground; Ctrl-C stops it")
+    interrupted = False
+    try:
+        for line in follow_router_log(runtime):
+            console.print(line, markup=False, highlight=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        # The router runs in its own session, so the terminal's Ctrl-C does not reach it: we
+        # stop it ourselves (also when anything else ends this function).
+        code = runtime.exit_code_of(ROUTER_NAME)
+        runtime.stop_name(ROUTER_NAME)
+    if interrupted:
+        console.print("router stopped")
+        return 0
+    return code if code is not None else 0
+
+
+def follow_router_log(runtime: ProcessRuntime) -> Iterator[str]:
+    """The router's log from now on, until it exits."""
+    return runtime.follow_log(ROUTER_NAME, follow=True)
+
+
+def wait_router_ready(
+    settings: Settings, spec: RouterSpec, runtime: ProcessRuntime, console: Console
+) -> float:
+    """Wait until the router answers and, for the Rust routers, has registered every worker."""
+    expected = settings.num_prefill + settings.num_decode
+    return wait_until(
+        f"router at {spec.url}",
+        lambda: router_probe(spec, expected),
+        exit_code=lambda: runtime.exit_code_of(ROUTER_NAME),
+        log_tail=lambda: runtime.log_tail_of(ROUTER_NAME),
+        timeout_s=min(settings.ready_timeout_s, ROUTER_READY_S),
+        console=console,
+    )
+
+
+def router_probe(spec: RouterSpec, expected_workers: int) -> Probe:
+    """MiniLB: ``/health``. Rust routers: ``/readiness`` with every worker healthy.
+
+    The Rust routers register workers in the background (about 1.6 s after they answer); until
+    then ``/readiness`` answers 503 "insufficient healthy workers" and requests would fail.
+    """
+    if spec.impl == "mini-lb":
+        return http_probe(f"{spec.url}/health", timeout_s=5.0)
+    try:
+        response = httpx.get(f"{spec.url}/readiness", timeout=5.0, trust_env=False)
+    except httpx.HTTPError as exc:
+        return Probe(False, "connection refused" if isinstance(exc, httpx.ConnectError)
+                     else type(exc).__name__)  # fmt: skip
+    if response.status_code != 200:
+        return Probe(False, f"{response.status_code} {_reason(response.text)}".strip())
+    healthy = _healthy_workers(response.text)
+    if healthy is not None and healthy < expected_workers:
+        return Probe(False, f"{healthy}/{expected_workers} workers registered")
+    return Probe(True, "200")
+
+
+def _healthy_workers(body: str) -> int | None:
+    try:
+        value = json.loads(body).get("healthy_workers")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _reason(body: str) -> str:
+    try:
+        reason = json.loads(body).get("reason", "")
+    except (ValueError, AttributeError):
+        return ""
+    return str(reason)

@@ -1,0 +1,391 @@
+"""The ``docker`` runtime: servers as labelled containers on a local or ``ssh://`` engine.
+
+Everything goes through the docker Python SDK (never the ``docker`` CLI). Each role names its
+engine (``AGG_DOCKER_HOST``, ...): empty is the local engine (``DOCKER_HOST`` or the default
+socket, as the CLI finds it), ``ssh://user@host[:port]`` a remote one through the SDK's own SSH
+support (paramiko: keys and ``~/.ssh/config`` as for ``ssh``; the host key must already be in
+``~/.ssh/known_hosts``; the remote user needs the ``docker`` CLI and access to its engine).
+Containers carry labels; only containers with our project label are ever replaced, stopped,
+listed or removed. Engine failures become one ``DockerError`` line naming the key to change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import docker
+import paramiko
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.models.containers import Container
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+from sglbench.container import (
+    LABEL_NAME,
+    LABEL_PROJECT,
+    LABEL_ROLE,
+    LABEL_RUN_ID,
+    LABEL_URL,
+    PROJECT,
+    container_spec,
+    docker_run_command,
+    is_ours,
+    run_kwargs,
+)
+from sglbench.errors import ConfigError, DockerError
+from sglbench.runtime import Instance
+from sglbench.runtime.process import UNKNOWN_EXIT
+from sglbench.settings import ROLES, Role, Settings
+from sglbench.specs import ServerSpec
+
+API_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 10  # with --init the server gets SIGTERM at once; this is only the fallback
+_OURS = {"label": f"{LABEL_PROJECT}={PROJECT}"}
+_GPU_MISSING = "could not select device driver"
+_PORT_IN_USE = ("address already in use", "port is already allocated")
+# One client per engine for the whole process: lifecycle builds a runtime per call, and an ssh://
+# client is an SSH connection worth keeping.
+_CLIENTS: dict[str, docker.DockerClient] = {}
+
+
+def where(endpoint: str) -> str:
+    """How an endpoint is named in messages."""
+    return endpoint or "the local engine"
+
+
+def endpoint_key(role: str) -> str:
+    """The settings key that names a role's engine."""
+    return f"{role.upper()}_DOCKER_HOST"
+
+
+def docker_roles(settings: Settings, roles: Iterable[Role] = ROLES) -> list[Role]:
+    """The roles (of ``roles``) whose runtime is docker."""
+    return [role for role in roles if settings.role_runtime(role) == "docker"]
+
+
+def connect(endpoint: str, key: str) -> docker.DockerClient:
+    """A client for one engine, checked with a ping.
+
+    Args:
+        endpoint: "" for the local engine, or ``ssh://user@host[:port]``.
+        key: the settings key that named it, for the error message.
+
+    Raises:
+        DockerError: the engine is unreachable, or SSH refused us (auth, unknown host key).
+    """
+    shown = f"{key}={endpoint!r} ({where(endpoint)})"
+    try:
+        if endpoint:
+            client = docker.DockerClient(base_url=endpoint, use_ssh_client=False,
+                                         timeout=API_TIMEOUT_S)
+        else:
+            client = docker.from_env(timeout=API_TIMEOUT_S)
+        client.ping()
+    except paramiko.AuthenticationException:
+        raise DockerError(f"{shown}: SSH authentication failed for {_user_host(endpoint)}; "
+                          "add your public key to its ~/.ssh/authorized_keys, or name an "
+                          "IdentityFile for it in ~/.ssh/config") from None
+    except paramiko.SSHException as exc:
+        if "known_hosts" in str(exc):
+            raise DockerError(f"{shown}: the SSH host key of {_user_host(endpoint)} is not in "
+                              "~/.ssh/known_hosts; connect once with ssh to trust it") from None
+        raise DockerError(f"{shown}: SSH failed: {_first_line(exc)}") from None
+    except (DockerException, OSError) as exc:
+        hint = ("is dockerd running there, and may this user run `docker`?" if endpoint
+                else "is dockerd running? (DOCKER_HOST or /var/run/docker.sock)")
+        raise DockerError(f"{shown}: Docker engine unreachable ({_first_line(exc)}); {hint}"
+                          ) from None
+    return client
+
+
+def _user_host(endpoint: str) -> str:
+    parts = urlsplit(endpoint)
+    return f"{parts.username or ''}{'@' if parts.username else ''}{parts.netloc.split('@')[-1]}"
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = str(getattr(exc, "explanation", None) or exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class DockerRuntime:
+    """Start, watch and stop server containers, one SDK client per engine (made lazily)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.log_dir = Path(settings.run_dir) / "logs"
+
+    # --- the Runtime protocol -------------------------------------------------------------------
+
+    def describe(self, spec: ServerSpec) -> str:
+        """The equivalent ``docker run -d ...`` command (``--dry-run``), HF_TOKEN masked."""
+        return docker_run_command(container_spec(self.settings, spec))
+
+    def start(self, spec: ServerSpec, run_id: str) -> None:
+        """Create and start the container of ``spec``, replacing an old one of ours.
+
+        Raises:
+            DockerError: a foreign container has the name, the image is missing, the engine has
+                no GPU runtime, the port is in use, or the engine refused otherwise.
+            ConfigError: agg would listen on loopback inside its container (unreachable).
+        """
+        if spec.role == "agg" and self.settings.server_bind_host.startswith("127."):
+            raise ConfigError(f"SERVER_BIND_HOST={self.settings.server_bind_host}: agg in a "
+                              "container is reached through a port mapping, so it must listen "
+                              "on 0.0.0.0; unset SERVER_BIND_HOST")
+        cspec = container_spec(self.settings, spec, run_id)
+        client = self.client(spec.docker_host, endpoint_key(spec.role))
+        self._remove_ours(client, spec)
+        try:
+            container = client.containers.create(**run_kwargs(cspec))
+        except ImageNotFound:
+            raise DockerError(f"SGLANG_IMAGE={cspec.image}: image not found on "
+                              f"{where(spec.docker_host)}; rerun with --pull to pull it "
+                              "(with progress), or load it there") from None
+        except APIError as exc:
+            raise DockerError(f"{spec.name}: {where(spec.docker_host)} refused to create the "
+                              f"container: {_first_line(exc)}") from None
+        try:
+            container.start()
+        except APIError as exc:
+            # A failed start leaves the container in Created state; the next run would then
+            # meet a name conflict, so nothing of this attempt may stay behind.
+            container.remove(force=True)
+            raise self._start_error(spec, exc) from None
+
+    def exit_code(self, spec: ServerSpec) -> int | None:
+        """None while it runs; its exit code once stopped (not found: ``UNKNOWN_EXIT``)."""
+        container = self._find(spec)
+        if container is None:
+            return UNKNOWN_EXIT
+        container.reload()
+        state: dict[str, Any] = container.attrs.get("State", {})
+        if state.get("Running") or state.get("Status") in ("created", "restarting"):
+            return None
+        return int(state.get("ExitCode", UNKNOWN_EXIT))
+
+    def log_tail(self, spec: ServerSpec, lines: int = 40) -> str:
+        """The last ``lines`` lines of its output (the saved log once it was removed)."""
+        container = self._find(spec)
+        if container is None:
+            saved = self._saved_log(spec.name)
+            text = saved.read_text(errors="replace") if saved.is_file() else ""
+            return "\n".join(text.splitlines()[-lines:])
+        raw: bytes = container.logs(tail=lines)
+        return raw.decode(errors="replace").rstrip("\n")
+
+    def log_lines(self, spec: ServerSpec, follow: bool = False) -> Iterator[str]:
+        """Its output line by line; with ``follow``, until it stops or the caller stops."""
+        container = self._find(spec)
+        if container is None:
+            saved = self._saved_log(spec.name)
+            if saved.is_file():
+                with saved.open(errors="replace") as log:
+                    yield from (line.rstrip("\n") for line in log)
+            return
+        yield from _lines(container.logs(stream=True, follow=follow))
+
+    def stop(self, spec: ServerSpec) -> bool:
+        """Stop and remove our container of ``spec`` (its log saved under RUN_DIR/logs).
+
+        Returns:
+            True if it was running.
+        """
+        container = self._find(spec)
+        return self._stop_and_remove(container) if container is not None else False
+
+    def instances(self) -> list[Instance]:
+        """Our containers (running or not) on every engine a docker role uses."""
+        found: dict[str, Instance] = {}
+        for endpoint, key in self.endpoints().items():
+            client = self.client(endpoint, key)
+            for container in client.containers.list(all=True, filters=_OURS):
+                # Two endpoints may reach one engine (socket and ssh://): list a container once.
+                found.setdefault(container.id, _instance(container, endpoint))
+        return list(found.values())
+
+    # --- beyond the protocol --------------------------------------------------------------------
+
+    def stop_all(self) -> int:
+        """Stop and remove every container of ours on every engine a docker role uses.
+
+        Returns:
+            How many containers were removed (including ones of earlier settings, e.g. a
+            NUM_DECODE that was larger then).
+        """
+        removed = 0
+        for endpoint, key in self.endpoints().items():
+            for container in self.client(endpoint, key).containers.list(all=True, filters=_OURS):
+                self._stop_and_remove(container)
+                removed += 1
+        return removed
+
+    def endpoints(self) -> dict[str, str]:
+        """Engine endpoint -> the key that names it, for every role whose runtime is docker."""
+        found: dict[str, str] = {}
+        for role in docker_roles(self.settings):
+            found.setdefault(getattr(self.settings, f"{role}_docker_host"), endpoint_key(role))
+        return found
+
+    def client(self, endpoint: str, key: str) -> docker.DockerClient:
+        """The client of one engine, made on first use and kept; see ``connect``."""
+        if endpoint not in _CLIENTS:
+            _CLIENTS[endpoint] = connect(endpoint, key)
+        return _CLIENTS[endpoint]
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _find(self, spec: ServerSpec) -> Container | None:
+        """Our container named like ``spec`` on its engine (None: none, or not ours)."""
+        client = self.client(spec.docker_host, endpoint_key(spec.role))
+        try:
+            container: Container = client.containers.get(spec.name)
+        except NotFound:
+            return None
+        return container if is_ours(container.labels) else None
+
+    def _remove_ours(self, client: docker.DockerClient, spec: ServerSpec) -> None:
+        """Remove an old container of ours named like ``spec``; refuse to touch a foreign one."""
+        try:
+            old: Container = client.containers.get(spec.name)
+        except NotFound:
+            return
+        if not is_ours(old.labels):
+            raise DockerError(
+                f"{spec.name}: a container with this name on {where(spec.docker_host)} was not "
+                f"started by sglbench, so it is left alone; if it is from the old scripts, "
+                f"remove it yourself (docker rm -f {spec.name})"
+            )
+        self._stop_and_remove(old)
+
+    def _stop_and_remove(self, container: Container) -> bool:
+        container.reload()
+        running = bool(container.attrs.get("State", {}).get("Running"))
+        if running:
+            container.stop(timeout=STOP_TIMEOUT_S)
+        self._save_log(container)
+        # Removed by someone else meanwhile: the goal is reached.
+        with contextlib.suppress(NotFound):
+            container.remove(force=True)
+        return running
+
+    def _saved_log(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def _save_log(self, container: Container) -> None:
+        """Keep its output after removal, where the process runtime keeps logs too."""
+        name = container.labels.get(LABEL_NAME) or container.name
+        path = self._saved_log(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(container.logs())
+
+    def _start_error(self, spec: ServerSpec, exc: APIError) -> DockerError:
+        text = str(exc.explanation or exc)
+        at = where(spec.docker_host)
+        if _GPU_MISSING in text:
+            return DockerError(
+                f"DOCKER_GPUS=true ({spec.role.upper()}_GPUS={spec.gpus}): {at} has no NVIDIA "
+                f"runtime (could not select device driver \"\" with capabilities: [[gpu]]); "
+                "install the NVIDIA container toolkit there, or set DOCKER_GPUS=false"
+            )
+        if any(marker in text for marker in _PORT_IN_USE):
+            key = f"{spec.role.upper()}_PORT"
+            return DockerError(f"{key}={spec.port}: port already in use on {at}; stop what "
+                               f"listens there or choose another {key}")
+        if "unable to apply caps" in text:
+            return DockerError(f"DOCKER_PRIVILEGED=true: {at} cannot grant a --privileged "
+                               f"container every capability ({spec.name}); set "
+                               "DOCKER_PRIVILEGED=false")
+        if "/dev/infiniband" in text:
+            return DockerError(f"IB_DEVICE={self.settings.ib_device}: {at} has no "
+                               "/dev/infiniband; set IB_DEVICE= (empty) to run without RDMA")
+        return DockerError(f"{spec.name}: {at} could not start the container: "
+                           f"{_first_line(exc)}")
+
+
+def close_clients() -> None:
+    """Close every engine client of this process (SSH connections included)."""
+    for client in _CLIENTS.values():
+        client.close()
+    _CLIENTS.clear()
+
+
+def _instance(container: Container, endpoint: str) -> Instance:
+    labels = container.labels
+    state: dict[str, Any] = container.attrs.get("State", {})
+    status = str(state.get("Status", container.status))
+    if status == "exited":
+        status = f"exited({state.get('ExitCode', '?')})"
+    return Instance(
+        name=labels.get(LABEL_NAME) or container.name or "?",
+        role=labels.get(LABEL_ROLE, "?"),
+        runtime="docker",
+        where=f"{container.short_id}@{where(endpoint)}",
+        url=labels.get(LABEL_URL, ""),
+        state=status,
+        run_id=labels.get(LABEL_RUN_ID, ""),
+    )
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Whole lines from a stream of byte chunks (a chunk may end mid-line)."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.decode(errors="replace")
+    if pending:
+        yield pending.decode(errors="replace")
+
+
+def pull_image(settings: Settings, console: Console, roles: Iterable[Role] = ROLES) -> None:
+    """Pull SGLANG_IMAGE on every engine a docker role (of ``roles``) uses, with progress.
+
+    Raises:
+        DockerError: an engine is unreachable or the pull failed (name, registry, network).
+    """
+    image = settings.sglang_image
+    engines: dict[str, str] = {}
+    for role in docker_roles(settings, roles):
+        engines.setdefault(getattr(settings, f"{role}_docker_host"), endpoint_key(role))
+    for endpoint, key in engines.items():
+        client = connect(endpoint, key)
+        try:
+            with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                          console=console, transient=True) as progress:
+                task = progress.add_task(f"pulling {image} on {where(endpoint)}", total=None)
+                layers: dict[str, tuple[int, int]] = {}
+                for event in client.api.pull(image, stream=True, decode=True):
+                    _check_pull_event(event, image, endpoint)
+                    done, total = _pull_progress(layers, event)
+                    progress.update(task, completed=done, total=total or None)
+        except APIError as exc:
+            raise DockerError(f"SGLANG_IMAGE={image}: pull failed on {where(endpoint)}: "
+                              f"{_first_line(exc)}") from None
+        finally:
+            client.close()
+        console.print(f"pulled {image} on {where(endpoint)}")
+
+
+def _check_pull_event(event: dict[str, Any], image: str, endpoint: str) -> None:
+    if "error" in event:
+        raise DockerError(f"SGLANG_IMAGE={image}: pull failed on {where(endpoint)}: "
+                          f"{str(event['error']).strip()}")
+
+
+def _pull_progress(layers: dict[str, tuple[int, int]], event: dict[str, Any]) -> tuple[int, int]:
+    """Update per-layer (current, total) bytes from one pull event; return the sums."""
+    detail = event.get("progressDetail") or {}
+    layer = event.get("id")
+    if layer and detail.get("total") and event.get("status") == "Downloading":
+        layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+    elif layer and layer in layers and event.get("status") in ("Download complete",
+                                                               "Pull complete"):
+        layers[layer] = (layers[layer][1], layers[layer][1])
+    return sum(c for c, _ in layers.values()), sum(t for _, t in layers.values())

@@ -1,0 +1,148 @@
+"""Checks that involve more than one settings key; each error names the keys to change.
+
+Kept apart from ``sglbench.settings`` so that the field list stays readable. Two kinds:
+listeners of one PD deployment that would share a host:port (including the xPyD port ranges,
+bootstrap ports and the router's metrics port), and extra-args keys that repeat a flag a
+dedicated key already sets (argparse keeps the last one, so the harness would wait on one port
+while the server listens on another).
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING, NamedTuple
+
+from sglbench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sglbench.settings import Settings
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+_MAX_PORT = 65535
+
+# Flags the builders set from a dedicated key: an extra-args key must not repeat them.
+SERVER_FLAGS: dict[str, str] = {
+    "--model-path": "MODEL_PATH",
+    "--tokenizer-path": "TOKENIZER_PATH",
+    "--host": "SERVER_BIND_HOST",
+    "--port": "AGG_PORT/PREFILL_PORT/DECODE_PORT",
+    "--mem-fraction-static": "AGG_/PREFILL_/DECODE_MEM_FRACTION",
+    "--disaggregation-mode": "the task (prefill or decode)",
+    "--disaggregation-ib-device": "IB_DEVICE",
+    "--disaggregation-transfer-backend": "TRANSFER_BACKEND",
+    "--disaggregation-bootstrap-port": "BOOTSTRAP_PORT",
+    "--sim-profile": "SIM_PROFILE",
+}
+ROUTER_FLAGS: dict[str, str] = {
+    "--pd-disaggregation": "the pd-router task",
+    "--prefill": "PREFILL_HOST/PREFILL_PORT/NUM_PREFILL",
+    "--decode": "DECODE_HOST/DECODE_PORT/NUM_DECODE",
+    "--host": "ROUTER_BIND_HOST",
+    "--port": "ROUTER_PORT",
+    "--mini-lb": "ROUTER_IMPL",
+    "--prometheus-host": "ROUTER_PROMETHEUS_PORT (always 127.0.0.1)",
+    "--prometheus-port": "ROUTER_PROMETHEUS_PORT",
+}
+BENCH_FLAGS: dict[str, str] = {
+    "--backend": "BENCH_BACKEND",
+    "--dataset-name": "BENCH_DATASET",
+    "--dataset-path": "BENCH_DATASET_PATH",
+    "--num-prompts": "BENCH_NUM_PROMPTS",
+    "--random-input-len": "BENCH_INPUT_LEN",
+    "--random-output-len": "BENCH_OUTPUT_LEN",
+    "--request-rate": "BENCH_REQUEST_RATE",
+    "--max-concurrency": "BENCH_MAX_CONCURRENCY",
+    "--random-range-ratio": "BENCH_RANGE_RATIO",
+    "--seed": "BENCH_SEED",
+    "--warmup-requests": "BENCH_WARMUP_REQUESTS",
+    "--disable-ignore-eos": "BENCH_IGNORE_EOS",
+    "--tokenizer": "TOKENIZER_PATH",
+    "--rust-client": "BENCH_RUST_CLIENT",
+    "--base-url": "the bench task (agg or router URL)",
+    "--output-file": "RESULTS_DIR and --tag",
+    "--tag": "the bench task's --tag",
+    "--pd-separated": "the bench task (detected from the router)",
+}
+_EXTRA_KEYS: dict[str, dict[str, str]] = {
+    "EXTRA_SERVER_ARGS": SERVER_FLAGS,
+    "AGG_EXTRA_ARGS": SERVER_FLAGS,
+    "PREFILL_EXTRA_ARGS": SERVER_FLAGS,
+    "DECODE_EXTRA_ARGS": SERVER_FLAGS,
+    "SIM_ARGS": SERVER_FLAGS,
+    "ROUTER_EXTRA_ARGS": ROUTER_FLAGS,
+    "BENCH_EXTRA_ARGS": BENCH_FLAGS,
+}
+
+
+class _Listener(NamedTuple):
+    host: str
+    port: int
+    key: str
+    what: str
+
+
+def check_cross_fields(settings: Settings) -> None:
+    """Raise ``ConfigError`` for settings that are each valid but do not fit together."""
+    _check_port_ranges(settings)
+    _check_listeners(settings)
+    _check_extra_args(settings)
+
+
+def _same_machine(host: str) -> str:
+    return "127.0.0.1" if host in _LOOPBACK or host.startswith("127.") else host
+
+
+def _check_port_ranges(s: Settings) -> None:
+    ranges = (
+        ("PREFILL_PORT", s.prefill_port, "NUM_PREFILL", s.num_prefill),
+        ("DECODE_PORT", s.decode_port, "NUM_DECODE", s.num_decode),
+        ("BOOTSTRAP_PORT", s.bootstrap_port, "NUM_PREFILL", s.num_prefill),
+    )
+    for key, port, count_key, count in ranges:
+        if port + count - 1 > _MAX_PORT:
+            raise ConfigError(
+                f"{key}={port}: {count_key}={count} workers need ports up to {port + count - 1} "
+                f"(> {_MAX_PORT}); lower {key}"
+            )
+
+
+def _pd_listeners(s: Settings) -> list[_Listener]:
+    """Every host:port one PD deployment (prefill, decode, router) listens on."""
+    prefill, decode, router = (_same_machine(h) for h in (s.prefill_host, s.decode_host,
+                                                             s.router_host))
+    out = [_Listener(prefill, s.prefill_port + i, "PREFILL_PORT", f"prefill worker {i}")
+           for i in range(s.num_prefill)]
+    out += [_Listener(decode, s.decode_port + i, "DECODE_PORT", f"decode worker {i}")
+            for i in range(s.num_decode)]
+    out += [_Listener(prefill, s.bootstrap_port + i, "BOOTSTRAP_PORT",
+                      f"the bootstrap port of prefill worker {i}") for i in range(s.num_prefill)]
+    out.append(_Listener(router, s.router_port, "ROUTER_PORT", "the router"))
+    if s.router_impl != "mini-lb":  # MiniLB has no metrics listener
+        out.append(_Listener(router, s.router_prometheus_port, "ROUTER_PROMETHEUS_PORT",
+                             "the router's metrics listener"))
+    return out
+
+
+def _check_listeners(s: Settings) -> None:
+    seen: dict[tuple[str, int], _Listener] = {}
+    for listener in _pd_listeners(s):
+        first = seen.setdefault((listener.host, listener.port), listener)
+        if first is listener:
+            continue
+        value = getattr(s, listener.key.lower())
+        raise ConfigError(
+            f"{listener.key}={value}: {listener.what} would listen on "
+            f"{listener.host}:{listener.port}, already used by {first.what} ({first.key}); "
+            f"choose a port outside the others' ranges"
+        )
+
+
+def _check_extra_args(s: Settings) -> None:
+    for key, managed in _EXTRA_KEYS.items():
+        for word in shlex.split(getattr(s, key.lower())):
+            flag = word.split("=", 1)[0]
+            if flag in managed:
+                raise ConfigError(
+                    f"{key}: {flag} is set from {managed[flag]}; remove it from {key} "
+                    "and set it there"
+                )

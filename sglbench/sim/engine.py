@@ -1,0 +1,463 @@
+"""Continuous-batching engine of the simulator: SGLang's scheduler loop with a clock, not a GPU.
+
+One asyncio task runs the scheduler. Each step:
+
+1. Admit requests in arrival order (FCFS) while their KV fits (``prompt + max_new_tokens``
+   reserved, like SGLang's conservative admission), ``--max-running-requests`` allows and, for
+   prompts still to be computed, the ``--chunked-prefill-size`` token budget of the step is not
+   spent. A prompt longer than what is left of the budget is chunked over several steps.
+2. Run a prefill pass over the chosen chunks (if any), then a decode pass producing one token for
+   every running request (if any). Their durations come from :mod:`sglbench.sim.timing`, scaled by
+   ``time_scale``, with a small seeded jitter.
+3. Sleep until the absolute deadline ``t0 + sum(durations)`` (``loop.time()``), never for a
+   relative duration, so the server's own CPU time does not add up into latency; then deliver the
+   events of the pass to the request streams. First tokens of finished prefills are due at the end
+   of the prefill pass, decode tokens at the end of the decode pass.
+
+Roles (``--disaggregation-mode``):
+
+* ``null`` (aggregated): prefill and decode share the steps, so every prefill delays every running
+  decode; this interference is what PD disaggregation removes.
+* ``prefill``: runs the prefill and yields exactly one event (the first token). Only the prompt's
+  KV is reserved and it is freed at once: the KV transfer is modelled by the server.
+* ``decode`` with ``kv_ready=True``: no prefill; the request needs KV for prompt and output, emits
+  its first token (computed by the prefill server) at admission and one token per decode step.
+
+The engine is idle (awaits an event) when it has no request. It is deterministic given the seed
+and the order of arrivals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from sglbench.errors import ConfigError
+from sglbench.sim import timing
+from sglbench.sim.profiles import Profile
+
+Role = Literal["null", "prefill", "decode"]
+
+DEFAULT_MEM_FRACTION = 0.9
+DEFAULT_CHUNKED_PREFILL_SIZE = 8192
+_MAX_RUNNING_CAP = 4096
+_THROUGHPUT_WINDOW_STEPS = 40  # SGLang logs gen throughput every 40 decode steps
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Server arguments the engine obeys (SGLang's flag names, ``sim_`` ones for the model)."""
+
+    role: Role
+    profile: Profile
+    tp_size: int = 1
+    mem_fraction_static: float | None = None
+    max_running_requests: int | None = None
+    max_total_tokens: int | None = None
+    chunked_prefill_size: int | None = None
+    seed: int = 0
+    time_scale: float = 1.0
+    step_overhead_ms: float | None = None
+
+
+@dataclass
+class GenRequest:
+    """One generation request as the engine sees it (tokens only, no text)."""
+
+    rid: str
+    prompt_len: int
+    max_new_tokens: int
+    kv_ready: bool = False
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One output token: its index and the loop time at which the model says it exists."""
+
+    index: int
+    deadline: float
+    finished: bool
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Counters for ``/metrics`` and ``/server_info``."""
+
+    running: int
+    queued: int
+    prompt_tokens_total: int
+    generation_tokens_total: int
+    requests_total: int
+    last_gen_throughput: float
+    kv_tokens_used: int
+    max_total_tokens: int
+
+
+class EngineStopped(RuntimeError):
+    """Raised by a token stream whose engine was stopped before the request finished."""
+
+
+_END = object()
+
+
+@dataclass(eq=False)
+class _Seq:
+    req: GenRequest
+    reserved: int
+    ready_at: float
+    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    prefilled: int = 0
+    generated: int = 0
+    aborted: bool = False
+
+    @property
+    def context(self) -> int:
+        return self.prefilled + self.generated
+
+
+class TokenStream(AsyncIterator[TokenEvent]):
+    """Async iterator over one request's tokens. ``aclose()`` aborts the request."""
+
+    def __init__(self, engine: Engine, seq: _Seq) -> None:
+        self._engine = engine
+        self._seq = seq
+        self._done = False
+
+    async def __anext__(self) -> TokenEvent:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._seq.queue.get()
+        if isinstance(item, TokenEvent):
+            return item
+        self._done = True
+        if isinstance(item, BaseException):
+            raise item
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Abort the request (client went away): its KV is freed at the next step."""
+        if not self._done:
+            self._done = True
+            self._engine._abort(self._seq)
+
+
+@dataclass
+class _Step:
+    """What one scheduler step computes."""
+
+    admitted: list[_Seq] = field(default_factory=list)
+    chunks: list[tuple[_Seq, int]] = field(default_factory=list)
+    decoding: list[_Seq] = field(default_factory=list)
+
+
+class Engine:
+    """Continuous-batching scheduler with modelled step times (see module docstring)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        profile = config.profile
+        if config.step_overhead_ms is not None:
+            eff = replace(profile.efficiency, step_overhead_ms=config.step_overhead_ms)
+            profile = replace(profile, efficiency=eff)
+        self._profile = profile
+        self._max_total = _resolve_capacity(config, profile)
+        self._max_running = config.max_running_requests or min(
+            _MAX_RUNNING_CAP, max(1, self._max_total // 2)
+        )
+        chunk = config.chunked_prefill_size or DEFAULT_CHUNKED_PREFILL_SIZE
+        self._chunk = chunk if chunk > 0 else 1 << 62  # SGLang: -1 disables chunking
+        self._rng = random.Random(config.seed)
+        self._waiting: deque[_Seq] = deque()
+        self._prefilling: list[_Seq] = []
+        self._decoding: list[_Seq] = []
+        self._kv_reserved = 0
+        self._handover_at = 0.0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._prompt_total = 0
+        self._gen_total = 0
+        self._requests_total = 0
+        self._window: deque[tuple[float, int]] = deque(maxlen=_THROUGHPUT_WINDOW_STEPS + 1)
+        self._last_gen_throughput = 0.0
+
+    @property
+    def max_total_tokens(self) -> int:
+        """KV capacity in tokens."""
+        return self._max_total
+
+    @property
+    def max_running_requests(self) -> int:
+        """Most requests admitted at once."""
+        return self._max_running
+
+    @property
+    def profile(self) -> Profile:
+        """The profile in effect (with the ``step_overhead_ms`` override applied)."""
+        return self._profile
+
+    async def start(self) -> None:
+        """Start the scheduler task on the running loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="sim-engine")
+
+    async def stop(self) -> None:
+        """Cancel the scheduler; unfinished streams raise :class:`EngineStopped`."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        error = EngineStopped("the simulated engine stopped before the request finished")
+        for seq in [*self._waiting, *self._prefilling, *self._decoding]:
+            seq.queue.put_nowait(error)
+        self._waiting.clear()
+        self._prefilling.clear()
+        self._decoding.clear()
+        self._kv_reserved = 0
+
+    def generate(self, req: GenRequest) -> TokenStream:
+        """Queue a request and return the stream of its tokens.
+
+        Raises:
+            ValueError: negative ``max_new_tokens``, empty prompt, or a request larger than the
+                context length or the KV capacity.
+        """
+        reserved = self._validate(req)
+        # The scheduler sees a request only after SGLang's single tokenizer process handed it
+        # over, one request at a time: a burst of arrivals reaches the scheduler staggered.
+        eff = self._profile.efficiency
+        scale = self.config.time_scale / 1e3
+        now = asyncio.get_running_loop().time()
+        self._handover_at = max(
+            now + eff.request_latency_ms * scale, self._handover_at + eff.handover_ms * scale
+        )
+        seq = _Seq(req=req, reserved=reserved, ready_at=self._handover_at)
+        self._waiting.append(seq)
+        self._wake.set()
+        return TokenStream(self, seq)
+
+    def stats(self) -> EngineStats:
+        """Current counters."""
+        return EngineStats(
+            running=len(self._prefilling) + len(self._decoding),
+            queued=len(self._waiting),
+            prompt_tokens_total=self._prompt_total,
+            generation_tokens_total=self._gen_total,
+            requests_total=self._requests_total,
+            last_gen_throughput=self._last_gen_throughput,
+            kv_tokens_used=sum(s.context for s in (*self._prefilling, *self._decoding)),
+            max_total_tokens=self._max_total,
+        )
+
+    def _validate(self, req: GenRequest) -> int:
+        """Check a request and return the KV tokens it reserves."""
+        if req.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {req.max_new_tokens}")
+        if req.prompt_len < 1:
+            raise ValueError("the prompt is empty: send at least one token")
+        context = self._profile.model.max_context
+        if req.prompt_len + req.max_new_tokens > context:
+            raise ValueError(
+                f"Requested token count exceeds the model's maximum context length of {context}"
+                f" tokens: {req.prompt_len} prompt + {req.max_new_tokens} new tokens"
+            )
+        # A prefill server keeps only the prompt's KV; other roles reserve the whole output.
+        reserved = req.prompt_len + (1 if self.config.role == "prefill" else req.max_new_tokens)
+        if reserved > self._max_total:
+            raise ValueError(
+                f"the request needs {reserved} KV tokens but the KV cache holds"
+                f" {self._max_total} (max_total_tokens); shorten the prompt or max_new_tokens"
+            )
+        return reserved
+
+    def _abort(self, seq: _Seq) -> None:
+        seq.aborted = True
+        self._wake.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        while True:
+            self._drop_aborted()
+            if not (self._waiting or self._prefilling or self._decoding):
+                self._wake.clear()
+                await self._wake.wait()
+                t = max(t, loop.time())
+                continue
+            step = self._plan(t)
+            if not (step.admitted or step.chunks or step.decoding):
+                # Nothing runs until the first queued request reaches the scheduler.
+                t = max(t, self._waiting[0].ready_at)
+                await _sleep_until(t)
+                continue
+            t = await self._execute(step, t)
+
+    def _drop_aborted(self) -> None:
+        for seq in [s for s in (*self._prefilling, *self._decoding) if s.aborted]:
+            self._finish(seq, count=False)
+        if any(s.aborted for s in self._waiting):
+            self._waiting = deque(s for s in self._waiting if not s.aborted)
+
+    def _plan(self, t: float) -> _Step:
+        """Admit what fits at time ``t``; choose the prefill chunks and the decode batch."""
+        step = _Step()
+        budget = self._chunk
+        for seq in self._prefilling:  # the request being chunked goes first, as in SGLang
+            if budget <= 0:
+                break
+            n = min(budget, seq.req.prompt_len - seq.prefilled)
+            step.chunks.append((seq, n))
+            budget -= n
+        while self._waiting:
+            seq = self._waiting[0]
+            if seq.ready_at > t:
+                break
+            needs_prefill = not seq.req.kv_ready
+            running = len(self._prefilling) + len(self._decoding)
+            if running >= self._max_running or self._kv_reserved + seq.reserved > self._max_total:
+                break
+            if needs_prefill and budget <= 0:
+                break
+            self._waiting.popleft()
+            self._kv_reserved += seq.reserved
+            if needs_prefill:
+                n = min(budget, seq.req.prompt_len)
+                budget -= n
+                self._prefilling.append(seq)
+                step.chunks.append((seq, n))
+            else:
+                step.admitted.append(seq)
+        step.decoding = list(self._decoding)
+        return step
+
+    async def _execute(self, step: _Step, t: float) -> float:
+        """Run one step from time ``t``; return the step's end deadline."""
+        for seq in step.admitted:  # KV came from the prefill server: first token now
+            seq.prefilled = seq.req.prompt_len
+            self._prompt_total += seq.req.prompt_len
+            if seq.req.max_new_tokens > 0:
+                self._emit(seq, t)
+            if not self._finished(seq):
+                self._decoding.append(seq)
+                step.decoding.append(seq)
+        if step.chunks:
+            # SGLang runs a prefill batch whenever one can be formed, and decodes otherwise.
+            t += self._scaled(self._prefill_seconds(step.chunks))
+            await _sleep_until(t)
+            for seq, n in step.chunks:
+                self._prefill_done(seq, n, t)
+            return t
+        if step.decoding:
+            seconds = self._decode_seconds(step.decoding)
+            if step.admitted:
+                seconds += self._profile.efficiency.kv_admit_overhead_ms / 1e3
+            t += self._scaled(seconds)
+            await _sleep_until(t)
+            for seq in step.decoding:
+                self._emit(seq, t)
+                self._finished(seq)
+            self._record_throughput(t, len(step.decoding))
+        return t
+
+    def _prefill_done(self, seq: _Seq, n: int, t: float) -> None:
+        """Account a computed chunk; a completed prompt yields its first token at ``t``."""
+        seq.prefilled += n
+        if seq.prefilled < seq.req.prompt_len:
+            return
+        self._prefilling.remove(seq)
+        self._prompt_total += seq.req.prompt_len
+        if self.config.role == "prefill":
+            seq.queue.put_nowait(TokenEvent(index=0, deadline=t, finished=True))
+            self._gen_total += 1
+            self._finish(seq, count=True)
+            return
+        if seq.req.max_new_tokens == 0:
+            self._finish(seq, count=True)
+            return
+        self._emit(seq, t)
+        if not self._finished(seq):
+            self._decoding.append(seq)
+
+    def _emit(self, seq: _Seq, t: float) -> None:
+        last = seq.generated + 1 >= seq.req.max_new_tokens
+        seq.queue.put_nowait(TokenEvent(index=seq.generated, deadline=t, finished=last))
+        seq.generated += 1
+        self._gen_total += 1
+
+    def _finished(self, seq: _Seq) -> bool:
+        """Finish ``seq`` if it has all its tokens (or was aborted); True if it is gone."""
+        if seq.aborted or seq.generated >= seq.req.max_new_tokens:
+            self._finish(seq, count=not seq.aborted)
+            return True
+        return False
+
+    def _finish(self, seq: _Seq, count: bool) -> None:
+        if seq in self._decoding:
+            self._decoding.remove(seq)
+        if seq in self._prefilling:
+            self._prefilling.remove(seq)
+        self._kv_reserved -= seq.reserved
+        seq.reserved = 0
+        seq.queue.put_nowait(_END)
+        if count:
+            self._requests_total += 1
+
+    def _prefill_seconds(self, chunks: list[tuple[_Seq, int]]) -> float:
+        tokens = sum(n for _, n in chunks)
+        prefix = sum(seq.prefilled for seq, _ in chunks)
+        pairs = sum(n * (seq.prefilled + n / 2.0) for seq, n in chunks)
+        return timing.prefill_time(
+            self._profile, self.config.tp_size, tokens, len(chunks), prefix, pairs
+        )
+
+    def _decode_seconds(self, decoding: list[_Seq]) -> float:
+        kv_read = sum(seq.context for seq in decoding)
+        return timing.decode_time(self._profile, self.config.tp_size, len(decoding), kv_read)
+
+    def _scaled(self, seconds: float) -> float:
+        jitter = self._profile.efficiency.jitter
+        factor = 1.0 + jitter * (2.0 * self._rng.random() - 1.0) if jitter > 0 else 1.0
+        return seconds * factor * self.config.time_scale
+
+    def _record_throughput(self, t: float, tokens: int) -> None:
+        self._window.append((t, tokens))
+        if len(self._window) >= 2:
+            span = self._window[-1][0] - self._window[0][0]
+            produced = sum(n for _, n in list(self._window)[1:])
+            if span > 0:
+                self._last_gen_throughput = produced / span
+
+
+def _resolve_capacity(config: EngineConfig, profile: Profile) -> int:
+    """KV capacity from ``--max-total-tokens`` or from memory, as SGLang computes it."""
+    if config.tp_size < 1:
+        raise ConfigError(f"--tp-size must be >= 1, got {config.tp_size}")
+    if config.max_running_requests is not None and config.max_running_requests < 1:
+        raise ConfigError(f"--max-running-requests must be >= 1, got {config.max_running_requests}")
+    fraction = config.mem_fraction_static or DEFAULT_MEM_FRACTION
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"--mem-fraction-static must be in (0, 1], got {fraction}")
+    capacity = timing.kv_capacity_tokens(profile, config.tp_size, fraction)
+    if capacity <= 0:
+        raise ConfigError(
+            f"--mem-fraction-static {fraction} leaves no memory for the KV cache on"
+            f" {profile.gpu.name}; raise it"
+        )
+    if config.max_total_tokens is not None:
+        if config.max_total_tokens < 1:
+            raise ConfigError(f"--max-total-tokens must be >= 1, got {config.max_total_tokens}")
+        # SGLang takes the smaller of the flag and what memory allows.
+        capacity = min(capacity, config.max_total_tokens)
+    return capacity
+
+
+async def _sleep_until(deadline: float) -> None:
+    """Sleep until an absolute ``loop.time()`` (returns at once when already late)."""
+    delay = deadline - asyncio.get_running_loop().time()
+    if delay > 0:
+        await asyncio.sleep(delay)

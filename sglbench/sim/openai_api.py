@@ -1,0 +1,272 @@
+"""OpenAI-compatible endpoints of the simulator: ``/v1/models``, ``/v1/completions``,
+``/v1/chat/completions`` (streaming and not), in the format SGLang serves them.
+
+Chat prompts are rendered with Qwen's ChatML template before counting tokens, as SGLang applies
+the model's chat template. Streams send one chunk per token; a usage-only chunk
+(``choices: []``) only when ``stream_options.include_usage`` asks for it, then ``[DONE]``.
+Errors use SGLang's OpenAI error body: ``{"object": "error", "message", "type", "param",
+"code"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from sglbench.sim.engine import EngineStopped
+from sglbench.sim.protocol import (
+    DEFAULT_MAX_NEW_TOKENS,
+    SSE_HEADERS,
+    TextState,
+    UserError,
+    as_object,
+    check_sampling,
+    int_field,
+    make_jobs,
+    merged,
+    prompt_lengths,
+)
+from sglbench.sim.service import BadRequest, Job, NotReady, ServerFailure, SimService
+
+
+def openai_error(exc: BadRequest | NotReady | ServerFailure) -> web.Response:
+    """SGLang's OpenAI-style error response."""
+    kind = {400: "BadRequestError", 503: "ServiceUnavailableError"}.get(
+        exc.status, "InternalServerError"
+    )
+    body = {"object": "error", "message": str(exc), "type": kind, "param": None, "code": exc.status}
+    return web.json_response(body, status=exc.status)
+
+
+def add_routes(app: web.Application, service: SimService) -> None:
+    """Register the ``/v1`` routes for ``service``."""
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response(_models(service))
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        return await _handle(request, service, chat=False)
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        return await _handle(request, service, chat=True)
+
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/chat/completions", chat)
+
+
+def _models(service: SimService) -> dict[str, Any]:
+    name = service.args.model_name
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": name,
+                "object": "model",
+                "created": int(time.time()),
+                "owned_by": "sglang",
+                "root": name,
+                "max_model_len": service.engine.profile.model.max_context,
+            }
+        ],
+    }
+
+
+def _chat_prompt(messages: Any) -> str:
+    """ChatML text of the messages (Qwen's template), ending with the assistant turn."""
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages must be a non-empty list of {role, content} objects")
+    parts = []
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise BadRequest("every message needs a string 'role' and a 'content'")
+        content = m.get("content")
+        if isinstance(content, list):  # OpenAI content parts: keep the text ones
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        parts.append(f"<|im_start|>{m['role']}\n{content or ''}<|im_end|>\n")
+    return "".join(parts) + "<|im_start|>assistant\n"
+
+
+def _parse(service: SimService, body: dict[str, Any], chat: bool) -> tuple[list[Job], bool]:
+    check_sampling(body)
+    if chat:
+        lengths = [service.tokenizer.count(_chat_prompt(body.get("messages")))]
+        key = (
+            "max_completion_tokens"
+            if body.get("max_completion_tokens") is not None
+            else ("max_tokens")
+        )
+        max_new = int_field(body, key, DEFAULT_MAX_NEW_TOKENS, 0)
+    else:
+        if body.get("prompt") is None:
+            raise BadRequest("prompt is required")
+        lengths, _ = prompt_lengths(service, body["prompt"], "prompt")
+        max_new = int_field(body, "max_tokens", 16, 0)  # OpenAI's completions default
+    n = int_field(body, "n", 1, 1)
+    if n != 1:
+        raise BadRequest("the simulator supports n=1 only")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest(f"stream must be true or false, got {stream!r}")
+    return make_jobs(service, body, lengths, [max_new] * len(lengths)), stream
+
+
+async def _handle(request: web.Request, service: SimService, chat: bool) -> web.StreamResponse:
+    try:
+        raw = await request.read()
+        try:
+            body = as_object(json.loads(raw))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+        jobs, stream = _parse(service, body, chat)
+    except BadRequest as exc:
+        return openai_error(exc)
+    shape = _Shape(service, body, chat, jobs)
+    try:
+        if stream:
+            return await _stream(request, service, jobs, shape)
+        return await _collect(service, jobs, shape)
+    finally:
+        for job in jobs:
+            service.finished(job)
+
+
+class _Shape:
+    """OpenAI response objects for one request (ids, model, usage)."""
+
+    def __init__(
+        self, service: SimService, body: dict[str, Any], chat: bool, jobs: list[Job]
+    ) -> None:
+        self.chat = chat
+        self.jobs = jobs
+        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.model = (
+            body.get("model") if isinstance(body.get("model"), str) else (service.args.model_name)
+        )
+        self.object = "chat.completion" if chat else "text_completion"
+        options = body.get("stream_options")
+        self.include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+
+    def usage(self, completion: list[int]) -> dict[str, int]:
+        prompt = sum(j.prompt_len for j in self.jobs)
+        done = sum(completion)
+        return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+
+    def chunk(self, index: int, piece: str, first: bool, finished: bool) -> dict[str, Any]:
+        reason = "length" if finished else None
+        if self.chat:
+            delta: dict[str, Any] = (
+                {"role": "assistant", "content": piece} if first else {"content": piece}
+            )
+            choice: dict[str, Any] = {
+                "index": index,
+                "delta": delta,
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+        else:
+            choice = {"index": index, "text": piece, "logprobs": None, "finish_reason": reason}
+        return {
+            "id": self.id,
+            "object": self.object + (".chunk" if self.chat else ""),
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
+
+    def final(self, states: list[TextState]) -> dict[str, Any]:
+        choices = []
+        for i, s in enumerate(states):
+            if self.chat:
+                message = {
+                    "role": "assistant",
+                    "content": s.text,
+                    "reasoning_content": None,
+                    "tool_calls": None,
+                }
+                choices.append(
+                    {
+                        "index": i,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": "length",
+                        "matched_stop": None,
+                    }
+                )
+            else:
+                choices.append(
+                    {
+                        "index": i,
+                        "text": s.text,
+                        "logprobs": None,
+                        "finish_reason": "length",
+                        "matched_stop": None,
+                    }
+                )
+        return {
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "usage": self.usage([len(s.ids) for s in states]),
+        }
+
+
+async def _stream(
+    request: web.Request, service: SimService, jobs: list[Job], shape: _Shape
+) -> web.StreamResponse:
+    loop = asyncio.get_running_loop()
+    resp = web.StreamResponse(headers=SSE_HEADERS)
+    states = [TextState() for _ in jobs]
+    try:
+        async with contextlib.aclosing(merged(service, jobs)) as tokens:
+            async for i, token in tokens:
+                states[i].add(token)
+                chunk = shape.chunk(i, token.text, len(states[i].ids) == 1, token.finished)
+                if not resp.prepared:
+                    await resp.prepare(request)
+                await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                jobs[i].sent.append(loop.time())
+                jobs[i].deadlines.append(token.deadline)
+    except (*UserError, EngineStopped) as exc:
+        failure = exc if isinstance(exc, UserError) else ServerFailure(str(exc))
+        if not resp.prepared:
+            return openai_error(failure)
+        error = {"error": {"object": "error", "message": str(exc), "code": failure.status}}
+        await resp.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+    except ConnectionResetError:
+        return resp
+    if not resp.prepared:
+        await resp.prepare(request)
+    if shape.include_usage:
+        usage = {
+            **shape.chunk(0, "", False, False),
+            "choices": [],
+            "usage": shape.usage([len(s.ids) for s in states]),
+        }
+        await resp.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+async def _collect(service: SimService, jobs: list[Job], shape: _Shape) -> web.Response:
+    states = [TextState() for _ in jobs]
+    try:
+        async with contextlib.aclosing(merged(service, jobs)) as tokens:
+            async for i, token in tokens:
+                states[i].add(token)
+                jobs[i].deadlines.append(token.deadline)
+    except UserError as exc:
+        return openai_error(exc)
+    except EngineStopped as exc:
+        return openai_error(ServerFailure(str(exc)))
+    return web.json_response(shape.final(states))

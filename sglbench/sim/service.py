@@ -1,0 +1,225 @@
+"""The simulator's request path, shared by the native and the OpenAI endpoints.
+
+``SimService.run(job)`` turns one parsed request into a stream of :class:`Token` s, due at the
+engine's deadlines, following the server's role:
+
+* ``null``: the engine prefills and decodes.
+* ``prefill``: the engine prefills (one token); then the KV transfer is modelled (sleep until
+  ``deadline + kv_transfer_time``) and the ``bootstrap_room`` is marked transferred for the decode
+  server, which polls it; the one token is returned after the transfer, like SGLang does.
+* ``decode``: wait (over HTTP) until the prefill server reports the room transferred, then decode
+  with ``kv_ready=True``.
+
+Fault injection (``--sim-fail-rate``, ``--sim-fail-after``) and the ``--sim-trace`` file live here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import uuid
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from typing import IO
+
+from sglbench.sim import timing
+from sglbench.sim.bootstrap import BootstrapClient, KvTransferError, RoomRegistry
+from sglbench.sim.cli import SimArgs
+from sglbench.sim.engine import Engine, GenRequest, TokenEvent
+from sglbench.sim.tokenizer import SimTokenizer
+
+log = logging.getLogger("sglbench.sim")
+
+
+class BadRequest(Exception):
+    """The request is invalid: HTTP 400 with this message."""
+
+    status = 400
+
+
+class ServerFailure(Exception):
+    """The (simulated) server failed the request: HTTP 500 with this message."""
+
+    status = 500
+
+
+class NotReady(Exception):
+    """The server is still starting: HTTP 503."""
+
+    status = 503
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Where a decode server gets a request's KV (added to the body by PD routers)."""
+
+    host: str
+    port: int
+    room: int
+
+
+@dataclass
+class Job:
+    """One generation (one prompt of a possibly batched request)."""
+
+    rid: str
+    prompt_len: int
+    max_new_tokens: int
+    bootstrap: Bootstrap | None = None
+    arrival: float = 0.0
+    deadlines: list[float] = field(default_factory=list)  # when the engine meant each token
+    sent: list[float] = field(default_factory=list)  # when each chunk was written (streams)
+    kv_at: float | None = None  # PD: when the KV transfer ended (prefill) or was seen (decode)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One output token as the HTTP layer sends it."""
+
+    index: int
+    token_id: int
+    text: str
+    finished: bool
+    deadline: float
+
+
+class SimService:
+    """Engine, tokenizer, PD hand-over and fault injection behind the HTTP handlers."""
+
+    def __init__(self, args: SimArgs, engine: Engine, tokenizer: SimTokenizer) -> None:
+        """Wire the parts; nothing runs until the engine is started."""
+        self.args = args
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.ready = False
+        self.rooms = RoomRegistry() if args.disaggregation_mode == "prefill" else None
+        self._bootstrap = BootstrapClient()
+        self._fake_transfer = args.disaggregation_transfer_backend == "fake"
+        self._rng = random.Random(args.sim_seed)
+        self._fail_rng = random.Random(args.sim_seed + 1)
+        self._answered = 0
+        self._trace: IO[str] | None = None
+        self.on_fail_after: Callable[[], None] = lambda: None
+
+    async def start(self) -> None:
+        """Start the engine and open the trace file."""
+        if self.args.sim_trace is not None:
+            self._trace = self.args.sim_trace.open("a", encoding="utf-8")
+        await self.engine.start()
+
+    async def close(self) -> None:
+        """Stop the engine, the bootstrap client and the trace file."""
+        await self.engine.stop()
+        await self._bootstrap.close()
+        if self._trace is not None:
+            self._trace.close()
+
+    def new_job(
+        self, rid: str | None, prompt_len: int, max_new_tokens: int, bootstrap: Bootstrap | None
+    ) -> Job:
+        """A job stamped with its arrival time (the start of TTFT as the server sees it)."""
+        return Job(
+            rid=rid or uuid.uuid4().hex,
+            prompt_len=prompt_len,
+            max_new_tokens=max_new_tokens,
+            bootstrap=bootstrap,
+            arrival=asyncio.get_running_loop().time(),
+        )
+
+    async def run(self, job: Job) -> AsyncGenerator[Token, None]:
+        """Yield the job's tokens at their deadlines (see the module docstring).
+
+        Raises:
+            NotReady: still starting.
+            BadRequest: the engine refused the request (too long, bad values) or a decode
+                server got a request without bootstrap information.
+            ServerFailure: injected failure, or the KV never arrived from the prefill.
+        """
+        if not self.ready:
+            raise NotReady("the server is starting; poll /health_generate until it answers 200")
+        if self.args.sim_fail_rate > 0 and self._fail_rng.random() < self.args.sim_fail_rate:
+            raise ServerFailure("Internal server error (injected by --sim-fail-rate)")
+        words = self._rng.choices(range(len(self.tokenizer.output.ids)), k=job.max_new_tokens)
+        role = self.args.disaggregation_mode
+        if role == "decode":
+            await self._wait_for_kv(job)
+        try:
+            stream = self.engine.generate(
+                GenRequest(job.rid, job.prompt_len, job.max_new_tokens, kv_ready=role == "decode")
+            )
+        except ValueError as exc:
+            self._mark_room(job, "failed")
+            raise BadRequest(str(exc)) from exc
+        try:
+            async for event in stream:
+                if role == "prefill":
+                    await self._transfer_kv(job, event)
+                yield self._token(event, words)
+        except BaseException:
+            self._mark_room(job, "failed")
+            raise
+        finally:
+            await stream.aclose()
+
+    def _token(self, event: TokenEvent, words: list[int]) -> Token:
+        output = self.tokenizer.output
+        word = words[event.index] if event.index < len(words) else words[-1]
+        return Token(
+            event.index, output.ids[word], output.text[word], event.finished, event.deadline
+        )
+
+    async def _wait_for_kv(self, job: Job) -> None:
+        if self._fake_transfer:
+            return  # SGLang's fake backend moves no KV: the decode side runs alone
+        if job.bootstrap is None:
+            raise BadRequest(
+                "this is a decode server (--disaggregation-mode decode): the request needs"
+                " bootstrap_host and bootstrap_room; send it through a PD router"
+            )
+        b = job.bootstrap
+        try:
+            await self._bootstrap.wait_transferred(b.host, b.port, b.room)
+        except KvTransferError as exc:
+            raise ServerFailure(str(exc)) from exc
+        job.kv_at = asyncio.get_running_loop().time()
+
+    async def _transfer_kv(self, job: Job, event: TokenEvent) -> None:
+        """Prefill side: the KV leaves after the prefill; the room is ready when it arrived."""
+        if self._fake_transfer or job.bootstrap is None:
+            return
+        seconds = timing.kv_transfer_time(self.engine.profile, job.prompt_len)
+        loop = asyncio.get_running_loop()
+        delay = event.deadline + seconds * self.args.sim_time_scale - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        job.kv_at = loop.time()
+        self._mark_room(job, "done")
+
+    def _mark_room(self, job: Job, state: str) -> None:
+        if self.rooms is not None and job.bootstrap is not None:
+            self.rooms.mark(job.bootstrap.room, "done" if state == "done" else "failed")
+
+    def finished(self, job: Job) -> None:
+        """Account one answered job: trace line and ``--sim-fail-after``."""
+        if self._trace is not None:
+            room = job.bootstrap.room if job.bootstrap else None
+            record = {
+                "rid": job.rid,
+                "bootstrap_room": room,
+                "role": self.args.disaggregation_mode,
+                "arrival": job.arrival,
+                "prompt_tokens": job.prompt_len,
+                "max_new_tokens": job.max_new_tokens,
+                "deadlines": job.deadlines,
+                "sent": job.sent,
+                "kv_at": job.kv_at,
+            }
+            self._trace.write(json.dumps(record) + "\n")
+            self._trace.flush()
+        self._answered += 1
+        after = self.args.sim_fail_after
+        if after is not None and self._answered == after:
+            log.warning("answered %d requests: exiting as --sim-fail-after asks", after)
+            self.on_fail_after()

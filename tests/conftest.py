@@ -1,0 +1,188 @@
+"""Shared fixtures: free ports, the offline tokenizer, and simulator processes that always stop.
+
+A simulator started here is a real ``python -m sglbench.sim`` subprocess on loopback; readiness
+is polled on ``/health_generate`` with a deadline (no sleeps), and the process is stopped when
+the test ends, also when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sglbench.sim.tokenizer import ensure_offline_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+READY_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def offline_env() -> dict[str, str]:
+    """The environment for child processes: no hub access, this checkout importable."""
+    env = dict(os.environ)
+    env["HF_HUB_OFFLINE"] = "1"
+    env["TRANSFORMERS_OFFLINE"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """HTTP status of a GET, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class Proc:
+    """A child process with its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    url: str = ""
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def log_text(self) -> str:
+        """The process's combined stdout/stderr so far."""
+        return self.log.read_text("utf-8", errors="replace")
+
+    def wait_ready(self, path: str = "/health_generate", timeout: float = READY_TIMEOUT_S) -> None:
+        """Poll ``url + path`` until 200; fail with the log if it exits or the deadline passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                pytest.fail(f"{self.name} exited with {self.popen.returncode}:\n{self.log_text()}")
+            if http_status(self.url + path) == 200:
+                return
+            time.sleep(0.05)  # poll interval, not a readiness guess
+        pytest.fail(f"{self.name} not ready within {timeout:.0f} s:\n{self.log_text()}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+class Procs:
+    """Starts processes for one test and stops all of them at the end."""
+
+    def __init__(self, tmp: Path, tokenizer_dir: Path) -> None:
+        """Logs go to ``tmp``; simulators use the offline tokenizer in ``tokenizer_dir``."""
+        self.tmp = tmp
+        self.tokenizer_dir = tokenizer_dir
+        self.started: list[Proc] = []
+
+    def spawn(self, name: str, argv: Sequence[str], url: str = "") -> Proc:
+        """Start ``argv`` with its output in ``<tmp>/<name>.log``."""
+        log = self.tmp / f"{name}.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen(
+                list(argv), stdout=out, stderr=subprocess.STDOUT, env=offline_env(), cwd=REPO
+            )
+        proc = Proc(name=name, popen=popen, log=log, url=url)
+        self.started.append(proc)
+        return proc
+
+    def sim(self, *args: str, name: str = "sim", wait: bool = True) -> Proc:
+        """Start ``python -m sglbench.sim`` on a free port (``args`` added to the command)."""
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "sglbench.sim",
+            "--port",
+            str(port),
+            "--sim-tokenizer-cache",
+            str(self.tokenizer_dir),
+            *args,
+        ]
+        proc = self.spawn(name, argv, url=f"http://127.0.0.1:{port}")
+        proc.extra["port"] = port
+        if wait:
+            proc.wait_ready()
+        return proc
+
+    def stop_all(self) -> None:
+        """Stop everything, newest first."""
+        for proc in reversed(self.started):
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline Qwen2.5 tokenizer, built once per test session in a temporary directory."""
+    return ensure_offline_tokenizer(tmp_path_factory.mktemp("tokenizer") / "qwen2.5")
+
+
+@pytest.fixture
+def procs(tmp_path: Path, tokenizer_dir: Path) -> Iterator[Procs]:
+    """Process starter for one test; everything it started is stopped afterwards."""
+    started = Procs(tmp_path, tokenizer_dir)
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_procs(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Iterator[Procs]:
+    """Like ``procs`` but shared by the tests of one module (one simulator for many tests)."""
+    started = Procs(tmp_path_factory.mktemp("procs"), tokenizer_dir)
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+def run_bench_client(
+    base_url: str, tokenizer: Path, out: Path, *extra: str, timeout: float = 240.0
+) -> dict[str, Any]:
+    """Run SGLang's real bench client (``sglang.benchmark.serving``) once; its JSONL row.
+
+    ``--output-details`` adds the per-request lists (``ttfts``, ``itls``, ``output_lens``).
+    """
+    argv = [sys.executable, "-m", "sglang.benchmark.serving", "--base-url", base_url,
+            "--dataset-name", "random-ids", "--random-range-ratio", "1.0",
+            "--tokenizer", str(tokenizer), "--output-file", str(out), "--output-details",
+            "--disable-tqdm", "--seed", "1", *extra]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=offline_env())
+    if done.returncode != 0 or not out.exists():
+        pytest.fail(f"bench client failed ({done.returncode}):\n{done.stdout[-4000:]}\n"
+                    f"{done.stderr[-4000:]}")  # fmt: skip
+    row: dict[str, Any] = json.loads(out.read_text("utf-8").splitlines()[-1])
+    return row
+
+
+def read_trace(path: Path) -> list[dict[str, Any]]:
+    """The ``--sim-trace`` records of a simulator, in arrival order."""
+    records = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
+    return sorted(records, key=lambda r: float(r["arrival"]))

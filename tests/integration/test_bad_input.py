@@ -1,0 +1,176 @@
+"""Bad input through the real ``invoke`` CLI: one line naming the key, exit 2, nothing started.
+
+Each case writes a temporary ``.env`` (a loopback simulator setup on free ports, RUN_DIR and
+RESULTS_DIR in a temp dir) plus the bad part, runs ``.venv/bin/invoke TASK`` as a subprocess
+and checks what a user sees: exactly one output line, naming the key or flag, no traceback,
+exit code 2; and that nothing was started: no pid files or logs, no result files, nothing
+listening on the configured ports.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from sglbench.settings import KEYS
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+INVOKE = Path(sys.executable).parent / "invoke"
+PORT_KEYS = ("AGG_PORT", "PREFILL_PORT", "DECODE_PORT", "BOOTSTRAP_PORT", "ROUTER_PORT",
+             "ROUTER_PROMETHEUS_PORT")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: extra .env text, environment, the task's argv, what the line must name."""
+
+    name: str
+    task: list[str]
+    names: str
+    env: str = ""
+    environ: dict[str, str] = field(default_factory=dict)
+
+
+CASES = [
+    Case("port_out_of_range", ["agg"], "AGG_PORT", env="AGG_PORT=70000"),
+    Case("port_not_a_number", ["prefill"], "PREFILL_PORT", env="PREFILL_PORT=30k"),
+    Case("negative_prompts", ["bench", "--tag", "t"], "BENCH_NUM_PROMPTS",
+         env="BENCH_NUM_PROMPTS=-5"),
+    Case("negative_concurrency_in_sweep", ["compare"], "BENCH_MAX_CONCURRENCY",
+         env="BENCH_MAX_CONCURRENCY=8,-1"),
+    Case("unknown_transfer_backend", ["prefill"], "TRANSFER_BACKEND", env="TRANSFER_BACKEND=rdma"),
+    Case("unknown_bench_backend", ["bench", "--tag", "t"], "BENCH_BACKEND",
+         env="BENCH_BACKEND=vllm"),
+    Case("unknown_router_impl", ["pd-router"], "ROUTER_IMPL", env="ROUTER_IMPL=nginx"),
+    Case("typo_key_in_env_file", ["agg"], "BENCH_NUM_PROMPTS", env="BENCH_NUM_PROMT=10"),
+    Case("typo_key_in_environment", ["agg"], "BENCH_NUM_PROMT",
+         environ={"BENCH_NUM_PROMT": "10"}),
+    Case("typo_key_on_command_line", ["prefill", "--set", "PREFIL_PORT=1"], "PREFIL_PORT"),
+    Case("set_without_value", ["agg", "--set", "AGG_PORT"], "--set"),
+    Case("bad_bool", ["agg"], "SIMULATE", env="SIMULATE=maybe"),
+    Case("bad_mem_fraction", ["agg"], "AGG_MEM_FRACTION", env="AGG_MEM_FRACTION=1.5"),
+    Case("colliding_ports", ["decode"], "DECODE_PORT", env="DECODE_PORT={PREFILL_PORT}"),
+    Case("bootstrap_port_collision", ["prefill"], "BOOTSTRAP_PORT",
+         env="BOOTSTRAP_PORT={PREFILL_PORT}"),
+    Case("router_port_is_a_worker_port", ["pd-router"], "ROUTER_PORT",
+         env="ROUTER_PORT={DECODE_PORT}"),
+    Case("prefill_ports_past_65535", ["prefill"], "PREFILL_PORT",
+         env="PREFILL_PORT=65535\nNUM_PREFILL=2"),
+    Case("unknown_dataset", ["bench", "--tag", "t"], "BENCH_DATASET", env="BENCH_DATASET=imagenet"),
+    Case("bad_request_rate", ["bench", "--tag", "t"], "BENCH_REQUEST_RATE",
+         env="BENCH_REQUEST_RATE=fast"),
+    Case("zero_request_rate", ["compare"], "BENCH_REQUEST_RATE", env="BENCH_REQUEST_RATE=0,inf"),
+    Case("missing_results_for_plot", ["plot"], "{RESULTS_DIR}"),
+    Case("missing_results_for_report", ["report", "--path", "{RESULTS_DIR}/none.jsonl"],
+         "none.jsonl"),
+    Case("router_with_no_decode", ["pd-router"], "NUM_DECODE", env="NUM_DECODE=0"),
+    Case("unknown_sim_profile", ["agg"], "SIM_PROFILE", env="SIM_PROFILE=h200-llama"),
+    Case("url_as_host", ["prefill"], "PREFILL_HOST", env="PREFILL_HOST=http://127.0.0.1:1"),
+    Case("extra_args_repeat_port", ["agg"], "AGG_EXTRA_ARGS", env="AGG_EXTRA_ARGS=--port 1"),
+    Case("unbalanced_quote_in_extra_args", ["decode"], "EXTRA_SERVER_ARGS",
+         env="EXTRA_SERVER_ARGS='--tp-size \"2'"),
+    Case("unparsable_env_line", ["agg"], "BENCH_NUM_PROMPTS 200", env="BENCH_NUM_PROMPTS 200"),
+    Case("missing_env_file", ["agg"], "SGLBENCH_ENV_FILE",
+         environ={"SGLBENCH_ENV_FILE": "{TMP}/absent.env"}),
+    Case("unknown_bench_mode", ["bench", "--tag", "t", "--mode", "both"], "--mode"),
+    Case("unknown_compare_mode", ["compare", "--modes", "agg,pdd"], "--modes"),
+    Case("bad_docker_endpoint", ["decode"], "DECODE_DOCKER_HOST",
+         env="DECODE_DOCKER_HOST=cg1n2"),
+    Case("bad_gpu_ids", ["agg"], "AGG_GPUS", env="AGG_GPUS=gpu0"),
+]
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without any sglbench setting (a developer's may have some)."""
+    ours = ("BENCH_", "AGG_", "PREFILL_", "DECODE_", "ROUTER_", "SIM_", "SGLBENCH_")
+    env = {k: v for k, v in os.environ.items() if k not in KEYS and not k.startswith(ours)}
+    return {**env, "HF_HUB_OFFLINE": "1"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one case did: its output and what it left behind."""
+
+    returncode: int
+    output: str
+    fill: dict[str, str]
+    leftovers: list[str]
+
+
+def run_case(case: Case, tmp_path: Path) -> Outcome:
+    ports = dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True))
+    fill = {**{k: str(v) for k, v in ports.items()}, "TMP": str(tmp_path),
+            "RESULTS_DIR": str(tmp_path / "results")}  # fmt: skip
+    base = [
+        "SIMULATE=true", "RUNTIME=process", "IB_DEVICE=", "BENCH_DATASET=random-ids",
+        "SERVER_BIND_HOST=127.0.0.1", "ROUTER_BIND_HOST=127.0.0.1", "READY_TIMEOUT_S=20",
+        *(f"{h}=127.0.0.1" for h in ("AGG_HOST", "PREFILL_HOST", "DECODE_HOST", "ROUTER_HOST")),
+        *(f"{k}={v}" for k, v in ports.items()),
+        f"RUN_DIR={tmp_path / 'run'}", f"RESULTS_DIR={tmp_path / 'results'}",
+    ]
+    env_file = tmp_path / "bad.env"
+    env_file.write_text("\n".join([*base, case.env.format(**fill)]) + "\n", encoding="utf-8")
+    (tmp_path / "results").mkdir()
+    environ = {**clean_environ(), "SGLBENCH_ENV_FILE": str(env_file),
+               **{k: v.format(**fill) for k, v in case.environ.items()}}  # fmt: skip
+    done = subprocess.run(
+        [str(INVOKE), *(a.format(**fill) for a in case.task)], cwd=ROOT, env=environ,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    run_dir = tmp_path / "run"
+    leftovers = [str(p) for p in (*(run_dir.rglob("*") if run_dir.exists() else ()),
+                                  *(tmp_path / "results").rglob("*"))]  # fmt: skip
+    leftovers += [f"{k} {p} is listening" for k, p in ports.items() if listening(p)]
+    return Outcome(done.returncode, done.stdout + done.stderr, fill, leftovers)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Every case, run a few at a time (each invoke spends most of its second starting up)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {c.name: pool.submit(run_case, c, tmp_path_factory.mktemp(c.name))
+                   for c in CASES}  # fmt: skip
+        return {name: f.result() for name, f in futures.items()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_nothing_starts(
+    case: Case, outcomes: dict[str, Outcome]
+) -> None:
+    outcome = outcomes[case.name]
+    lines = [line for line in outcome.output.splitlines() if line.strip()]
+    assert outcome.returncode == 2, outcome.output
+    assert "Traceback" not in outcome.output
+    assert len(lines) == 1, outcome.output
+    assert case.names.format(**outcome.fill) in lines[0]
+    assert outcome.leftovers == []
+
+
+def test_there_are_at_least_twenty_cases() -> None:
+    assert len(CASES) >= 20

@@ -29,6 +29,8 @@ from sglbench.errors import ConfigError, SglbenchError
 from sglbench.settings import ENV_FILE_VAR, LoadedSettings, Role, Settings, load_settings
 from sglbench.specs import Mode
 
+# Repeatable options (--set, --path): invoke gives a list, or None when not given.
+Sets = Sequence[str] | None
 DEMO_ENV = Path(__file__).parent / "examples" / "demo.env"
 COMMON_HELP = {
     "set": "override a setting, KEY=VALUE (repeatable), e.g. --set AGG_PORT=30010",
@@ -102,7 +104,7 @@ def print_lines(lines: Sequence[str]) -> None:
 # --- setup and config --------------------------------------------------------------------------
 
 @sgl_task()
-def setup(c: Context, set_: Sequence[str] | None = None, dry_run: bool = False) -> None:
+def setup(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
     """Control-host venv with the bench client, routers and plotting (same as `make setup`)."""
     command = f"make setup VENV={load(set_).settings.venv_dir}"
     if dry_run:
@@ -112,7 +114,7 @@ def setup(c: Context, set_: Sequence[str] | None = None, dry_run: bool = False) 
 
 
 @sgl_task()
-def config(c: Context, set_: Sequence[str] | None = None, dry_run: bool = False) -> None:
+def config(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
     """The effective settings and where each value came from (secrets masked)."""
     table = Table("key", "value", "from", title="sglbench settings")
     for key, value, source in load(set_).rows():
@@ -132,26 +134,26 @@ def up_role_task(role: Role, set_: Sequence[str] | None, dry_run: bool) -> None:
 
 
 @sgl_task()
-def agg(c: Context, set_: Sequence[str] | None = None, dry_run: bool = False) -> None:
+def agg(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
     """Aggregated server (sglang.launch_server ... --mem-fraction-static 0.9); waits until ready."""
     up_role_task("agg", set_, dry_run)
 
 
 @sgl_task()
-def prefill(c: Context, set_: Sequence[str] | None = None, dry_run: bool = False) -> None:
+def prefill(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
     """Prefill server(s) (--disaggregation-mode prefill, bootstrap port); waits until ready."""
     up_role_task("prefill", set_, dry_run)
 
 
 @sgl_task()
-def decode(c: Context, set_: Sequence[str] | None = None, dry_run: bool = False) -> None:
+def decode(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
     """Decode server(s) (--disaggregation-mode decode); waits until ready."""
     up_role_task("decode", set_, dry_run)
 
 
 @sgl_task(detach="run in the background and return once it routes to every worker")
 def pd_router(
-    c: Context, set_: Sequence[str] | None = None, dry_run: bool = False, detach: bool = False
+    c: Context, set_: Sets = None, dry_run: bool = False, detach: bool = False
 ) -> None:
     """PD router in front of prefill and decode; foreground (Ctrl-C stops it) unless --detach."""
     settings = load(set_).settings
@@ -172,7 +174,7 @@ BENCH_MODES: dict[str, bool | None] = {"auto": None, "agg": False, "pd": True}
     mode="auto (detect PD from the router), agg or pd (--pd-separated)",
 )
 def bench(
-    c: Context, tag: str, set_: Sequence[str] | None = None, dry_run: bool = False, base_url: str = "",
+    c: Context, tag: str, set_: Sets = None, dry_run: bool = False, base_url: str = "",
     mode: str = "auto",
 ) -> None:  # fmt: skip
     """SGLang's bench client with the BENCH_* workload; appends to RESULTS_DIR/TAG.jsonl."""
@@ -192,7 +194,7 @@ def bench(
     out="where the PNGs go (default: RESULTS_DIR)",
 )
 def plot(
-    c: Context, path: Sequence[str] | None = None, out: str = "", set_: Sequence[str] | None = None,
+    c: Context, path: Sets = None, out: str = "", set_: Sets = None,
     dry_run: bool = False,
 ) -> None:  # fmt: skip
     """Summary table (tag, throughput, mean E2E, mean TTFT) and the per-tag PNGs."""
@@ -215,8 +217,8 @@ def plot(
     force="compare modes even when their workloads differ (the report says so)",
 )
 def report(
-    c: Context, path: Sequence[str] | None = None, out: str = "", force: bool = False,
-    set_: Sequence[str] | None = None, dry_run: bool = False,
+    c: Context, path: Sets = None, out: str = "", force: bool = False,
+    set_: Sets = None, dry_run: bool = False,
 ) -> None:  # fmt: skip
     """Markdown and HTML report: summary, ratios, Pareto plots, goodput, sanity findings."""
     from sglbench.report import build_report
@@ -234,7 +236,7 @@ def report(
 # --- status, logs, down ------------------------------------------------------------------------
 
 @sgl_task()
-def status(c: Context, set_: Sequence[str] | None = None, dry_run: bool = False) -> None:
+def status(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
     """What this project started and whether it still runs."""
     table = Table("name", "role", "runtime", "where", "url", "state", "run id")
     for i in lifecycle.status(load(set_).settings):
@@ -247,7 +249,7 @@ def status(c: Context, set_: Sequence[str] | None = None, dry_run: bool = False)
     follow="keep printing new lines until it stops (Ctrl-C ends)",
 )
 def logs(
-    c: Context, name: str, follow: bool = False, set_: Sequence[str] | None = None, dry_run: bool = False
+    c: Context, name: str, follow: bool = False, set_: Sets = None, dry_run: bool = False
 ) -> None:
     """The log of a server or the router."""
     for line in lifecycle.log_lines(load(set_).settings, name, follow=follow):
@@ -255,7 +257,7 @@ def logs(
 
 
 @sgl_task()
-def down(c: Context, set_: Sequence[str] | None = None, dry_run: bool = False) -> None:
+def down(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
     """Stop exactly what this project started (pid files, container labels), router first."""
     settings = load(set_).settings
     if dry_run:
@@ -304,7 +306,7 @@ def compare_task(settings: Settings, modes: str, resume: str, force: bool, dry_r
 @sgl_task(**COMPARE_HELP)
 def compare(
     c: Context, modes: str = "agg,pd", resume: str = "", force: bool = False,
-    set_: Sequence[str] | None = None, dry_run: bool = False,
+    set_: Sets = None, dry_run: bool = False,
 ) -> None:  # fmt: skip
     """Agg then PD with one workload: start, wait, bench (sweep), stop; then the summary."""
     run_dir = compare_task(load(set_).settings, modes, resume, force, dry_run)
@@ -313,7 +315,7 @@ def compare(
 
 
 @sgl_task()
-def demo(c: Context, set_: Sequence[str] | None = None, dry_run: bool = False) -> None:
+def demo(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
     """`invoke compare` on the simulator with examples/demo.env (this machine, no GPU)."""
     settings = load(set_, env_file=DEMO_ENV).settings
     run_dir = compare_task(settings, "agg,pd", "", False, dry_run)

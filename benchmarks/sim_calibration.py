@@ -11,7 +11,12 @@ Two ways to replay:
   client (``python -m sglang.benchmark.serving --backend sglang --dataset-name random-ids``) with
   the offline tokenizer; PD goes through the real ``sglang_router`` mini-lb.
 * ``--direct``: an in-process asyncio driver that talks to :class:`sglbench.sim.engine.Engine`
-  directly, mimicking the client (c workers, the reference's own length draws), in seconds.
+  directly, mimicking the client (c workers, the reference's own length draws), on a virtual
+  clock (``--real-time`` to sleep for real): it measures the timing model alone, in seconds.
+
+The HTTP mode measures the model plus everything real on this machine: the simulator's and the
+client's CPU time (on 2 busy cores they add latency at c32), and the client's own length draws
+(sglang 0.5.23 draws outputs from [1, L], the reference's 0.5.5 from [0, L]: totals differ ~1%).
 
 Usage:
     python benchmarks/sim_calibration.py [--direct] [--only agg|pd_intra] [--profile NAME]

@@ -153,6 +153,10 @@ def detect_target(settings: Settings, base_url: str | None, pd: bool | None) -> 
     if http_get(router + "/health") is not None:
         return Target(router, True if pd is None else pd, "router")
     agg = f"http://{settings.agg_host}:{settings.agg_port}"
+    if http_get(agg + "/health") is None:
+        raise BenchError(f"nothing answers at the router ({router}) or the agg server ({agg}); "
+                         "start one (invoke agg, or invoke prefill/decode/pd-router) or give "
+                         "--base-url")
     return Target(agg, False if pd is None else pd, "agg server")
 
 
@@ -313,9 +317,9 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 def results_table(results: list[PointResult], title: str, num_prompts: int) -> Table:
     """A rich table of measured points (one row each); ``limit`` marks a client-bound point."""
     table = Table(title=title)
-    for name in ("tag", "completed", "out tok/s", "mean TTFT ms", "mean ITL ms",
-                 "mean E2E ms", "client CPU"):
-        table.add_column(name, justify="left" if name == "tag" else "right")
+    table.add_column("tag", no_wrap=True)
+    for name in ("done", "out tok/s", "TTFT ms", "ITL ms", "E2E ms", "client CPU"):
+        table.add_column(name, justify="right")
     for r in results:
         row = r.row or {}
         cpu = f"{r.outcome.cores:.0%}" + (" [red]limit[/red]" if r.client_limited else "")
@@ -364,8 +368,9 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
     points = sweep_points(settings)
     client = client_setup(settings, dry_run=dry_run)
     if dry_run:
+        # A dry run never fails for want of a server: it shows the agg command then.
         target = (Target(base_url, bool(pd), "given URL") if base_url
-                  else detect_target(settings, None, pd))
+                  else _dry_run_target(settings, pd))
         for point in points:
             argv = client_argv(settings, client, target=target, output_file=output_file,
                                tag=point_tag(tag, point, len(points) == 1), point=point)
@@ -383,6 +388,13 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
     if failed:
         raise BenchError(failure_message(failed[0], client))
     return output_file
+
+
+def _dry_run_target(settings: Settings, pd: bool | None) -> Target:
+    try:
+        return detect_target(settings, None, pd)
+    except BenchError:
+        return Target(f"http://{settings.agg_host}:{settings.agg_port}", bool(pd), "agg server")
 
 
 def _run_points(settings: Settings, client: ClientSetup, target: Target,

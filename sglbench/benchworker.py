@@ -277,7 +277,10 @@ def main() -> None:
         _send(channel, {"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
         raise SystemExit(1) from None
     _instrument(serving)
-    _send(channel, {"event": "ready", "import_s": time.monotonic() - t0, "pid": os.getpid()})
+    import_s = time.monotonic() - t0
+    print(f"sglbench: bench client worker pid {os.getpid()} imported {_PROG} in {import_s:.1f} s",
+          file=sys.stderr, flush=True)
+    _send(channel, {"event": "ready", "import_s": import_s, "pid": os.getpid()})
     for line in sys.stdin:
         if line.strip():
             request = json.loads(line)

@@ -204,7 +204,9 @@ class _Run:
         out = self.run_dir / f"{mode.name}.jsonl"
         if repair_jsonl(out):
             self.console.print(f"[yellow]{out}: dropped a half-written last line[/yellow]")
-        todo = pending_points(mode, points, done_tags(out))
+        done = done_tags(out)
+        self._adopt_rows(mode, points, done)
+        todo = pending_points(mode, points, done)
         if len(todo) < len(points):
             self.console.print(f"{mode.name}: {len(points) - len(todo)} point(s) already "
                                "measured, skipped")
@@ -223,6 +225,22 @@ class _Run:
             self._measure(mode, Target(base_url, mode.kind == "pd", mode.name), todo, out)
         finally:
             lifecycle.down(self.settings, self.console)
+
+    def _adopt_rows(self, mode: RunMode, points: list[SweepPoint], done: set[str]) -> None:
+        """Record points whose row was written just before a Ctrl-C, so none goes missing."""
+        recorded = {p.get("tag") for p in self.meta["points"]}
+        for point in points:
+            tag = point_tag(mode, point)
+            if tag in done and tag not in recorded:
+                self.meta["points"].append({
+                    "tag": tag, "mode": mode.name, "label": point.label,
+                    "input_len": point.input_len, "output_len": point.output_len,
+                    "max_concurrency": point.max_concurrency,
+                    "request_rate": point.request_rate,
+                    "num_prompts": self.settings.bench_num_prompts, "status": "ok",
+                    "error": None, "client_cpu_cores": None, "client_limited": None,
+                    "note": "row written just before an interrupt; client CPU not recorded",
+                })  # fmt: skip
 
     def _measure(self, mode: RunMode, target: Target, todo: list[SweepPoint],
                  out: Path) -> None:

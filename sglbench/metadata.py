@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sglbench
 from sglbench.bench import http_get
 from sglbench.errors import ResultsError
 from sglbench.lifecycle import MODE_ROLES
@@ -95,6 +96,7 @@ def versions(settings: Settings) -> dict[str, str | None]:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             found[name] = None
+    found["sglbench"] = found["sglbench"] or sglbench.__version__  # a checkout, not installed
     if any(settings.role_runtime(role) == "docker" for role in ROLES):
         found["image"] = settings.sglang_image
         with contextlib.suppress(ImportError, AttributeError):

@@ -8,9 +8,13 @@ answer: the routers themselves would start anyway and keep failing requests (Min
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import signal
+import threading
 from collections.abc import Iterator
+from types import FrameType
 
 import httpx
 from rich.console import Console
@@ -61,7 +65,9 @@ def start_router(
     check_workers(settings)
     spec = router_spec(settings)
     runtime = runtime or ProcessRuntime(settings)
-    runtime.launch(ROUTER_NAME, "router", spec.url, spec.argv(runtime.python), run_id)
+    # NO_COLOR: the Rust routers colour their log lines, which a log file only garbles.
+    runtime.launch(ROUTER_NAME, "router", spec.url, spec.argv(runtime.python), run_id,
+                   env={"NO_COLOR": "1"})  # fmt: skip
     try:
         seconds = wait_router_ready(settings, spec, runtime, console)
     except BaseException:
@@ -78,8 +84,9 @@ def run_router_foreground(settings: Settings, *, run_id: str, console: Console) 
     console.print("router running in the foreground; Ctrl-C stops it")
     interrupted = False
     try:
-        for line in follow_router_log(runtime):
-            console.print(line, markup=False, highlight=False)
+        with _sigterm_as_interrupt():
+            for line in follow_router_log(runtime):
+                console.print(line, markup=False, highlight=False)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -91,6 +98,23 @@ def run_router_foreground(settings: Settings, *, run_id: str, console: Console) 
         console.print("router stopped")
         return 0
     return code if code is not None else 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a closing terminal) stops the router as cleanly as Ctrl-C does."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def follow_router_log(runtime: ProcessRuntime) -> Iterator[str]:

@@ -5,8 +5,8 @@ lowest first: built-in defaults (the original setup), ``.env``, the environment 
 ``${VAR:-default}`` did), command-line overrides. As with ``${VAR:-default}``, an empty value
 means "unset" (the default applies), except for ``IB_DEVICE`` where empty means "no
 ``--disaggregation-ib-device``". Every value remembers where it came from, for ``invoke config``.
-A typo or a bad value is one ``ConfigError`` line naming the key (the checks that involve
-several keys live in ``sglbench.settings_checks``).
+A typo or a bad value is one ``ConfigError`` line naming the key (the value checks and those
+that involve several keys live in ``sglbench.settings_checks``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from __future__ import annotations
 import difflib
 import io
 import math
-import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +32,17 @@ from pydantic import (
 )
 
 from sglbench.errors import ConfigError
-from sglbench.settings_checks import check_cross_fields
-from sglbench.sim.profiles import PROFILE_NAMES
+from sglbench.settings_checks import (
+    check_cross_fields,
+    check_docker_host,
+    check_gpus,
+    check_host,
+    check_shell_args,
+    check_shm_size,
+    check_sim_profile,
+    parse_rate,
+    split_list,
+)
 
 Role = Literal["agg", "prefill", "decode"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -55,73 +62,18 @@ _EMPTY_IS_A_VALUE = frozenset({"IB_DEVICE"})
 ENV_FILE_VAR = "SGLBENCH_ENV_FILE"
 
 
-def _split_list(value: Any) -> Any:
-    """Accept ``"8,32 64"`` (a sweep) as well as a single value or a real sequence."""
-    if isinstance(value, str):
-        parts = [p for p in value.replace(",", " ").split() if p]
-        return parts if parts else value
-    if isinstance(value, int | float):
-        return [value]
-    return value
-
-
-def _rate(value: Any) -> Any:
-    if isinstance(value, str) and value.strip().lower() in {"inf", "infinity"}:
-        return math.inf
-    return value
-
-
-def _host(value: str) -> str:
-    # A URL or host:port here would silently become http://http://... or :port:port in URLs.
-    if not value or re.search(r"[\s/:]", value):
-        raise ValueError("expected a host name or IPv4 address without scheme or port")
-    return value
-
-
-def _docker_host(value: str) -> str:
-    if value and not re.fullmatch(r"(unix|tcp|ssh|npipe)://\S+", value):
-        raise ValueError("expected empty (local engine), ssh://user@host or tcp://host:port")
-    return value
-
-
-def _gpus(value: str) -> str:
-    if value != "all" and not re.fullmatch(r"\d+(,\d+)*", value):
-        raise ValueError("expected all, or GPU ids such as 0 or 0,1")
-    return value
-
-
-def _shm_size(value: str) -> str:
-    if not re.fullmatch(r"\d+[bkmgBKMG]?", value):
-        raise ValueError("expected a size such as 32g, 512m or 1073741824")
-    return value
-
-
-def _shell_args(value: str) -> str:
-    try:
-        shlex.split(value)
-    except ValueError as exc:  # unbalanced quotes
-        raise ValueError(f"not valid shell words ({exc})") from None
-    return value
-
-
-def _sim_profile(value: str) -> str:
-    if value not in PROFILE_NAMES:
-        raise ValueError(f"unknown simulator profile; known: {', '.join(PROFILE_NAMES)}")
-    return value
-
-
 Port = Annotated[int, Field(ge=1, le=65535)]
-Host = Annotated[str, AfterValidator(_host)]
-DockerHost = Annotated[str, AfterValidator(_docker_host)]
-Gpus = Annotated[str, AfterValidator(_gpus)]
-ShellArgs = Annotated[str, AfterValidator(_shell_args)]
+Host = Annotated[str, AfterValidator(check_host)]
+DockerHost = Annotated[str, AfterValidator(check_docker_host)]
+Gpus = Annotated[str, AfterValidator(check_gpus)]
+ShellArgs = Annotated[str, AfterValidator(check_shell_args)]
 PositiveInts = Annotated[
-    tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1), BeforeValidator(_split_list)
+    tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1), BeforeValidator(split_list)
 ]
 Rates = Annotated[
-    tuple[Annotated[float, BeforeValidator(_rate), Field(gt=0)], ...],
+    tuple[Annotated[float, BeforeValidator(parse_rate), Field(gt=0)], ...],
     Field(min_length=1),
-    BeforeValidator(_split_list),
+    BeforeValidator(split_list),
 ]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
@@ -207,7 +159,7 @@ class Settings(BaseModel):
     docker_privileged: bool = Field(True, alias="DOCKER_PRIVILEGED",
                                     description="--privileged for prefill/decode containers "
                                     "(false where the engine cannot grant every capability)")
-    shm_size: Annotated[str, AfterValidator(_shm_size)] = Field(
+    shm_size: Annotated[str, AfterValidator(check_shm_size)] = Field(
         "32g", alias="SHM_SIZE", description="docker --shm-size")
     agg_docker_host: DockerHost = Field("", alias="AGG_DOCKER_HOST",
                                         description="docker endpoint of agg: empty=local, "
@@ -233,7 +185,7 @@ class Settings(BaseModel):
     # --- simulator -----------------------------------------------------------------------------
     simulate: bool = Field(False, alias="SIMULATE",
                            description="run sglbench.sim instead of sglang.launch_server")
-    sim_profile: Annotated[str, AfterValidator(_sim_profile)] = Field(
+    sim_profile: Annotated[str, AfterValidator(check_sim_profile)] = Field(
         "gh200-qwen2.5-3b", alias="SIM_PROFILE", description="simulator profile (GPU + model)")
     sim_args: ShellArgs = Field("", alias="SIM_ARGS", description="extra --sim-* flags")
 
@@ -342,6 +294,8 @@ def _read_env_file(env_file: Path) -> dict[str, str]:
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
             line = (binding.original.string.strip().splitlines() or [""])[0]
+            if is_secret(line.upper()):  # e.g. "HF_TOKEN hf_..." must not echo the token
+                line = line.split()[0] + " ..."
             raise ConfigError(
                 f"{env_file}:{binding.original.line}: cannot parse {line[:40]!r}; "
                 "write KEY=VALUE (quote values with spaces)"
@@ -349,6 +303,14 @@ def _read_env_file(env_file: Path) -> dict[str, str]:
     # dotenv_values also expands ${VAR} references, as a shell would.
     values = dotenv_values(stream=io.StringIO(text))
     return {key: value or "" for key, value in values.items()}
+
+
+def _known(layer: dict[str, str], where: str) -> dict[str, str]:
+    """The layer itself, once every key in it is known (else the typo error)."""
+    for key in layer:
+        if key not in KEYS:
+            raise _unknown_key_error(key, where)
+    return layer
 
 
 def load_settings(
@@ -366,26 +328,21 @@ def load_settings(
     Raises:
         ConfigError: one line naming the key, the value and what is allowed.
     """
+    layers: list[tuple[Source, dict[str, str]]] = []
+    if env_file is not None and env_file.is_file():
+        layers.append((".env", _known(_read_env_file(env_file), str(env_file))))
+    own = {k: v for k, v in (environ or {}).items() if k in KEYS or k.startswith(_OWN_PREFIXES)}
+    layers += [("environment", _known(own, "environment")),
+               ("command line", _known(dict(overrides or {}), "command line"))]
     values: dict[str, str] = {}
     sources: dict[str, Source] = {}
-    if env_file is not None and env_file.is_file():
-        for key, value in _read_env_file(env_file).items():
-            if key not in KEYS:
-                raise _unknown_key_error(key, str(env_file))
-            values[key], sources[key] = value, ".env"
-    for key, value in (environ or {}).items():
-        if key in KEYS:
-            values[key], sources[key] = value, "environment"
-        elif key.startswith(_OWN_PREFIXES):
-            raise _unknown_key_error(key, "environment")
-    for key, value in (overrides or {}).items():
-        if key not in KEYS:
-            raise _unknown_key_error(key, "command line")
-        values[key], sources[key] = value, "command line"
-    # As ${VAR:-default} in the original scripts: an empty value leaves the default.
-    present = {k: v for k, v in values.items() if v.strip() != "" or k in _EMPTY_IS_A_VALUE}
+    for source, layer in layers:
+        for key, value in layer.items():
+            # As ${VAR:-default} in the original scripts: an empty value is no value.
+            if value.strip() or key in _EMPTY_IS_A_VALUE:
+                values[key], sources[key] = value, source
     try:
-        settings = Settings.model_validate(present)
+        settings = Settings.model_validate(values)
     except ValidationError as exc:
         raise _validation_error(exc, values, sources) from None
     check_cross_fields(settings)

@@ -1,18 +1,23 @@
-"""Checks that involve more than one settings key; each error names the keys to change.
+"""Checks of settings values: one value (pydantic validators) and several keys together.
 
-Kept apart from ``sglbench.settings`` so that the field list stays readable. Two kinds:
+Kept apart from ``sglbench.settings`` so that the field list stays readable. A one-value check
+raises ``ValueError`` (pydantic turns it into the one-line error naming the key). The checks of
+several keys raise ``ConfigError`` naming the keys to change, and are of three kinds:
 listeners of one PD deployment that would share a host:port (including the xPyD port ranges,
-bootstrap ports and the router's metrics port), and extra-args keys that repeat a flag a
-dedicated key already sets (argparse keeps the last one, so the harness would wait on one port
-while the server listens on another).
+bootstrap ports and the router's metrics port); extra-args keys that repeat a flag a dedicated
+key already sets (argparse keeps the last one, so the harness would wait on one port while the
+server listens on another); and SIM_ARGS, checked by the simulator's own parser.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import shlex
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sglbench.errors import ConfigError
+from sglbench.sim.profiles import PROFILE_NAMES
 
 if TYPE_CHECKING:
     from sglbench.settings import Settings
@@ -74,6 +79,72 @@ _EXTRA_KEYS: dict[str, dict[str, str]] = {
 }
 
 
+# --- one value (pydantic validators of Settings fields) ---------------------------------------
+
+def split_list(value: Any) -> Any:
+    """Accept ``"8,32 64"`` (a sweep) as well as a single value or a real sequence."""
+    if isinstance(value, str):
+        parts = [p for p in value.replace(",", " ").split() if p]
+        return parts if parts else value
+    if isinstance(value, int | float):
+        return [value]
+    return value
+
+
+def parse_rate(value: Any) -> Any:
+    """``inf``/``Infinity`` (any case) as ``math.inf``; anything else unchanged."""
+    if isinstance(value, str) and value.strip().lower() in {"inf", "infinity"}:
+        return math.inf
+    return value
+
+
+def check_host(value: str) -> str:
+    """A host name or IPv4 address: no scheme, port or path."""
+    # A URL or host:port here would silently become http://http://... or :port:port in URLs.
+    if not value or re.search(r"[\s/:]", value):
+        raise ValueError("expected a host name or IPv4 address without scheme or port")
+    return value
+
+
+def check_docker_host(value: str) -> str:
+    """Empty (the local engine) or a docker endpoint URL (ssh://, tcp://, unix://)."""
+    if value and not re.fullmatch(r"(unix|tcp|ssh|npipe)://\S+", value):
+        raise ValueError("expected empty (local engine), ssh://user@host or tcp://host:port")
+    return value
+
+
+def check_gpus(value: str) -> str:
+    """``all`` or comma-separated GPU ids."""
+    if value != "all" and not re.fullmatch(r"\d+(,\d+)*", value):
+        raise ValueError("expected all, or GPU ids such as 0 or 0,1")
+    return value
+
+
+def check_shm_size(value: str) -> str:
+    """A docker size: digits with an optional b/k/m/g unit."""
+    if not re.fullmatch(r"\d+[bkmgBKMG]?", value):
+        raise ValueError("expected a size such as 32g, 512m or 1073741824")
+    return value
+
+
+def check_shell_args(value: str) -> str:
+    """Words a shell could split (balanced quotes)."""
+    try:
+        shlex.split(value)
+    except ValueError as exc:  # unbalanced quotes
+        raise ValueError(f"not valid shell words ({exc})") from None
+    return value
+
+
+def check_sim_profile(value: str) -> str:
+    """One of the simulator's shipped profiles."""
+    if value not in PROFILE_NAMES:
+        raise ValueError(f"unknown simulator profile; known: {', '.join(PROFILE_NAMES)}")
+    return value
+
+
+# --- several keys ------------------------------------------------------------------------------
+
 class _Listener(NamedTuple):
     host: str
     port: int
@@ -86,6 +157,18 @@ def check_cross_fields(settings: Settings) -> None:
     _check_port_ranges(settings)
     _check_listeners(settings)
     _check_extra_args(settings)
+    if settings.simulate:
+        _check_sim_args(settings)
+
+
+def _check_sim_args(s: Settings) -> None:
+    """SIM_ARGS through the simulator's own parser, so a bad flag fails before anything starts."""
+    from sglbench.sim.cli import parse_args  # the simulator's parser, only when simulating
+
+    try:
+        parse_args(["--sim-profile", s.sim_profile, *shlex.split(s.sim_args)])
+    except ConfigError as exc:
+        raise ConfigError(f"SIM_ARGS={s.sim_args!r}: {exc}") from None
 
 
 def _same_machine(host: str) -> str:

@@ -21,8 +21,6 @@ import docker
 import paramiko
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
 from sglbench.container import (
     LABEL_NAME,
@@ -77,7 +75,7 @@ def connect(endpoint: str, key: str) -> docker.DockerClient:
     Raises:
         DockerError: the engine is unreachable, or SSH refused us (auth, unknown host key).
     """
-    shown = f"{key}={endpoint!r} ({where(endpoint)})"
+    shown = f"{key}={endpoint}" if endpoint else f"{key}= (the local engine)"
     try:
         if endpoint:
             client = docker.DockerClient(base_url=endpoint, use_ssh_client=False,
@@ -93,12 +91,11 @@ def connect(endpoint: str, key: str) -> docker.DockerClient:
         if "known_hosts" in str(exc):
             raise DockerError(f"{shown}: the SSH host key of {_user_host(endpoint)} is not in "
                               "~/.ssh/known_hosts; connect once with ssh to trust it") from None
-        raise DockerError(f"{shown}: SSH failed: {_first_line(exc)}") from None
+        raise DockerError(f"{shown}: SSH failed: {first_line(exc)}") from None
     except (DockerException, OSError) as exc:
         hint = ("is dockerd running there, and may this user run `docker`?" if endpoint
                 else "is dockerd running? (DOCKER_HOST or /var/run/docker.sock)")
-        raise DockerError(f"{shown}: Docker engine unreachable ({_first_line(exc)}); {hint}"
-                          ) from None
+        raise DockerError(f"{shown}: Docker engine unreachable ({_why(exc)}); {hint}") from None
     return client
 
 
@@ -107,7 +104,18 @@ def _user_host(endpoint: str) -> str:
     return f"{parts.username or ''}{'@' if parts.username else ''}{parts.netloc.split('@')[-1]}"
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
+_CAUSES = (("Connection refused", "connection refused"),
+           ("NewConnectionError", "connection refused"), ("No such file", "no socket there"),
+           ("Permission denied", "permission denied"), ("timed out", "timed out"))
+
+
+def _why(exc: BaseException) -> str:
+    """The cause of a connection failure in a few words (the SDK nests several errors)."""
+    text = str(exc)
+    return next((short for marker, short in _CAUSES if marker in text), first_line(exc, 120))
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
     text = str(getattr(exc, "explanation", None) or exc).strip().splitlines()
     line = text[0] if text else type(exc).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
@@ -134,8 +142,9 @@ class DockerRuntime:
                 no GPU runtime, the port is in use, or the engine refused otherwise.
             ConfigError: agg would listen on loopback inside its container (unreachable).
         """
-        if spec.role == "agg" and self.settings.server_bind_host.startswith("127."):
-            raise ConfigError(f"SERVER_BIND_HOST={self.settings.server_bind_host}: agg in a "
+        bind = self.settings.server_bind_host
+        if spec.role == "agg" and (bind.startswith("127.") or bind in ("localhost", "::1")):
+            raise ConfigError(f"SERVER_BIND_HOST={bind}: agg in a "
                               "container is reached through a port mapping, so it must listen "
                               "on 0.0.0.0; unset SERVER_BIND_HOST")
         cspec = container_spec(self.settings, spec, run_id)
@@ -149,7 +158,7 @@ class DockerRuntime:
                               "(with progress), or load it there") from None
         except APIError as exc:
             raise DockerError(f"{spec.name}: {where(spec.docker_host)} refused to create the "
-                              f"container: {_first_line(exc)}") from None
+                              f"container: {first_line(exc)}") from None
         try:
             container.start()
         except APIError as exc:
@@ -163,7 +172,6 @@ class DockerRuntime:
         container = self._find(spec)
         if container is None:
             return UNKNOWN_EXIT
-        container.reload()
         state: dict[str, Any] = container.attrs.get("State", {})
         if state.get("Running") or state.get("Status") in ("created", "restarting"):
             return None
@@ -188,7 +196,7 @@ class DockerRuntime:
                 with saved.open(errors="replace") as log:
                     yield from (line.rstrip("\n") for line in log)
             return
-        yield from _lines(container.logs(stream=True, follow=follow))
+        yield from split_lines(container.logs(stream=True, follow=follow))
 
     def stop(self, spec: ServerSpec) -> bool:
         """Stop and remove our container of ``spec`` (its log saved under RUN_DIR/logs).
@@ -301,11 +309,12 @@ class DockerRuntime:
             return DockerError(f"DOCKER_PRIVILEGED=true: {at} cannot grant a --privileged "
                                f"container every capability ({spec.name}); set "
                                "DOCKER_PRIVILEGED=false")
-        if "/dev/infiniband" in text:
-            return DockerError(f"IB_DEVICE={self.settings.ib_device}: {at} has no "
-                               "/dev/infiniband; set IB_DEVICE= (empty) to run without RDMA")
+        if "/dev/infiniband" in text or "error setting rlimits" in text:
+            return DockerError(f"IB_DEVICE={self.settings.ib_device}: {at} cannot give "
+                               f"{spec.name} RDMA (/dev/infiniband and an unlimited memlock "
+                               "ulimit); set IB_DEVICE= (empty) to run without RDMA")
         return DockerError(f"{spec.name}: {at} could not start the container: "
-                           f"{_first_line(exc)}")
+                           f"{first_line(exc)}")
 
 
 def close_clients() -> None:
@@ -332,7 +341,7 @@ def _instance(container: Container, endpoint: str) -> Instance:
     )
 
 
-def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+def split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
     """Whole lines from a stream of byte chunks (a chunk may end mid-line)."""
     pending = b""
     for chunk in chunks:
@@ -342,50 +351,3 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
             yield line.decode(errors="replace")
     if pending:
         yield pending.decode(errors="replace")
-
-
-def pull_image(settings: Settings, console: Console, roles: Iterable[Role] = ROLES) -> None:
-    """Pull SGLANG_IMAGE on every engine a docker role (of ``roles``) uses, with progress.
-
-    Raises:
-        DockerError: an engine is unreachable or the pull failed (name, registry, network).
-    """
-    image = settings.sglang_image
-    engines: dict[str, str] = {}
-    for role in docker_roles(settings, roles):
-        engines.setdefault(getattr(settings, f"{role}_docker_host"), endpoint_key(role))
-    for endpoint, key in engines.items():
-        client = connect(endpoint, key)
-        try:
-            with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                          console=console, transient=True) as progress:
-                task = progress.add_task(f"pulling {image} on {where(endpoint)}", total=None)
-                layers: dict[str, tuple[int, int]] = {}
-                for event in client.api.pull(image, stream=True, decode=True):
-                    _check_pull_event(event, image, endpoint)
-                    done, total = _pull_progress(layers, event)
-                    progress.update(task, completed=done, total=total or None)
-        except APIError as exc:
-            raise DockerError(f"SGLANG_IMAGE={image}: pull failed on {where(endpoint)}: "
-                              f"{_first_line(exc)}") from None
-        finally:
-            client.close()
-        console.print(f"pulled {image} on {where(endpoint)}")
-
-
-def _check_pull_event(event: dict[str, Any], image: str, endpoint: str) -> None:
-    if "error" in event:
-        raise DockerError(f"SGLANG_IMAGE={image}: pull failed on {where(endpoint)}: "
-                          f"{str(event['error']).strip()}")
-
-
-def _pull_progress(layers: dict[str, tuple[int, int]], event: dict[str, Any]) -> tuple[int, int]:
-    """Update per-layer (current, total) bytes from one pull event; return the sums."""
-    detail = event.get("progressDetail") or {}
-    layer = event.get("id")
-    if layer and detail.get("total") and event.get("status") == "Downloading":
-        layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
-    elif layer and layer in layers and event.get("status") in ("Download complete",
-                                                               "Pull complete"):
-        layers[layer] = (layers[layer][1], layers[layer][1])
-    return sum(c for c, _ in layers.values()), sum(t for _, t in layers.values())

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,8 +110,13 @@ class ProcessRuntime:
         """Where the log of ``name`` goes."""
         return self.run_dir / "logs" / f"{name}.log"
 
-    def launch(self, name: str, role: str, url: str, argv: Sequence[str], run_id: str) -> PidFile:
+    def launch(
+        self, name: str, role: str, url: str, argv: Sequence[str], run_id: str,
+        env: Mapping[str, str] | None = None,
+    ) -> PidFile:  # fmt: skip
         """Start ``argv`` in its own session, output to its log, and write its pid file.
+
+        ``env`` adds variables to the inherited environment.
 
         Raises:
             ServerError: the port of ``url`` already answers (another server would receive our
@@ -127,7 +132,7 @@ class ProcessRuntime:
             try:
                 proc = subprocess.Popen(
                     list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True, env=self._env(),
+                    start_new_session=True, env=self._env(env or {}),
                 )  # fmt: skip
             except OSError as exc:
                 raise ServerError(f"{name}: cannot run {argv[0]}: {exc.strerror}; "
@@ -220,12 +225,12 @@ class ProcessRuntime:
                         where=f"pid {record.pid}", url=record.url, state=state,
                         run_id=record.run_id)  # fmt: skip
 
-    def _env(self) -> dict[str, str] | None:
-        token = self.settings.hf_token
-        if token is None:
-            return None  # inherit
-        # HF_TOKEN may live only in .env; servers read it from their environment.
-        return {**os.environ, "HF_TOKEN": token.get_secret_value()}
+    def _env(self, extra: Mapping[str, str]) -> dict[str, str] | None:
+        extra = dict(extra)
+        if self.settings.hf_token is not None:
+            # HF_TOKEN may live only in .env; servers read it from their environment.
+            extra["HF_TOKEN"] = self.settings.hf_token.get_secret_value()
+        return {**os.environ, **extra} if extra else None  # None: inherit as is
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -35,71 +35,36 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
-from sglbench.errors import ConfigError
 from sglbench.sim import timing
+from sglbench.sim.engine_types import (
+    DEFAULT_MEM_FRACTION,
+    EngineConfig,
+    EngineStats,
+    EngineStopped,
+    GenRequest,
+    Role,
+    TokenEvent,
+    resolve_kv_capacity,
+)
 from sglbench.sim.profiles import Profile
 
-Role = Literal["null", "prefill", "decode"]
+__all__ = [
+    "DEFAULT_CHUNKED_PREFILL_SIZE",
+    "DEFAULT_MEM_FRACTION",
+    "Engine",
+    "EngineConfig",
+    "EngineStats",
+    "EngineStopped",
+    "GenRequest",
+    "Role",
+    "TokenEvent",
+    "TokenStream",
+]
 
-DEFAULT_MEM_FRACTION = 0.9
 DEFAULT_CHUNKED_PREFILL_SIZE = 8192
 _MAX_RUNNING_CAP = 4096
 _THROUGHPUT_WINDOW_STEPS = 40  # SGLang logs gen throughput every 40 decode steps
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Server arguments the engine obeys (SGLang's flag names, ``sim_`` ones for the model)."""
-
-    role: Role
-    profile: Profile
-    tp_size: int = 1
-    mem_fraction_static: float | None = None
-    max_running_requests: int | None = None
-    max_total_tokens: int | None = None
-    chunked_prefill_size: int | None = None
-    seed: int = 0
-    time_scale: float = 1.0
-    step_overhead_ms: float | None = None
-
-
-@dataclass
-class GenRequest:
-    """One generation request as the engine sees it (tokens only, no text)."""
-
-    rid: str
-    prompt_len: int
-    max_new_tokens: int
-    kv_ready: bool = False
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    """One output token: its index and the loop time at which the model says it exists."""
-
-    index: int
-    deadline: float
-    finished: bool
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    """Counters for ``/metrics`` and ``/server_info``."""
-
-    running: int
-    queued: int
-    prompt_tokens_total: int
-    generation_tokens_total: int
-    requests_total: int
-    last_gen_throughput: float
-    kv_tokens_used: int
-    max_total_tokens: int
-
-
-class EngineStopped(RuntimeError):
-    """Raised by a token stream whose engine was stopped before the request finished."""
 
 
 _END = object()
@@ -165,7 +130,7 @@ class Engine:
             eff = replace(profile.efficiency, step_overhead_ms=config.step_overhead_ms)
             profile = replace(profile, efficiency=eff)
         self._profile = profile
-        self._max_total = _resolve_capacity(config, profile)
+        self._max_total = resolve_kv_capacity(config, profile)
         self._max_running = config.max_running_requests or min(
             _MAX_RUNNING_CAP, max(1, self._max_total // 2)
         )
@@ -280,20 +245,24 @@ class Engine:
         self._wake.set()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        t = loop.time()
+        t = asyncio.get_running_loop().time()
         while True:
             self._drop_aborted()
             if not (self._waiting or self._prefilling or self._decoding):
                 self._wake.clear()
                 await self._wake.wait()
-                t = max(t, loop.time())
+                # No ``t = now``: the next step starts when its request is ready (below), so a
+                # late wake-up of this task does not shift the model's schedule.
                 continue
             step = self._plan(t)
             if not (step.admitted or step.chunks or step.decoding):
                 # Nothing runs until the first queued request reaches the scheduler.
-                t = max(t, self._waiting[0].ready_at)
-                await _sleep_until(t)
+                if self._waiting and self._waiting[0].ready_at > t:
+                    t = self._waiting[0].ready_at
+                    await _sleep_until(t)
+                else:  # cannot happen for validated requests; never spin
+                    self._wake.clear()
+                    await self._wake.wait()
                 continue
             t = await self._execute(step, t)
 
@@ -354,8 +323,12 @@ class Engine:
             return t
         if step.decoding:
             seconds = self._decode_seconds(step.decoding)
+            eff = self._profile.efficiency
+            if self.config.role == "decode":
+                # A PD decode server also polls its KV receivers and pre-allocation queue.
+                seconds += eff.pd_decode_step_overhead_ms / 1e3
             if step.admitted:
-                seconds += self._profile.efficiency.kv_admit_overhead_ms / 1e3
+                seconds += eff.kv_admit_overhead_ms / 1e3
             t += self._scaled(seconds)
             await _sleep_until(t)
             for seq in step.decoding:
@@ -431,29 +404,6 @@ class Engine:
             produced = sum(n for _, n in list(self._window)[1:])
             if span > 0:
                 self._last_gen_throughput = produced / span
-
-
-def _resolve_capacity(config: EngineConfig, profile: Profile) -> int:
-    """KV capacity from ``--max-total-tokens`` or from memory, as SGLang computes it."""
-    if config.tp_size < 1:
-        raise ConfigError(f"--tp-size must be >= 1, got {config.tp_size}")
-    if config.max_running_requests is not None and config.max_running_requests < 1:
-        raise ConfigError(f"--max-running-requests must be >= 1, got {config.max_running_requests}")
-    fraction = config.mem_fraction_static or DEFAULT_MEM_FRACTION
-    if not 0.0 < fraction <= 1.0:
-        raise ConfigError(f"--mem-fraction-static must be in (0, 1], got {fraction}")
-    capacity = timing.kv_capacity_tokens(profile, config.tp_size, fraction)
-    if capacity <= 0:
-        raise ConfigError(
-            f"--mem-fraction-static {fraction} leaves no memory for the KV cache on"
-            f" {profile.gpu.name}; raise it"
-        )
-    if config.max_total_tokens is not None:
-        if config.max_total_tokens < 1:
-            raise ConfigError(f"--max-total-tokens must be >= 1, got {config.max_total_tokens}")
-        # SGLang takes the smaller of the flag and what memory allows.
-        capacity = min(capacity, config.max_total_tokens)
-    return capacity
 
 
 async def _sleep_until(deadline: float) -> None:

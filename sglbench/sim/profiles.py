@@ -76,6 +76,8 @@ class Efficiency:
         per_prefill_req_overhead_ms: Extra cost per request in a prefill forward.
         kv_admit_overhead_ms: Cost a decode server pays in a step that admits transferred
             requests (allocating their KV slots).
+        pd_decode_step_overhead_ms: Extra cost of every decode step on a PD decode server
+            (polling KV receivers and its queues).
         request_latency_ms: Time from a request's arrival to the scheduler seeing it (HTTP,
             tokenizer process, IPC).
         handover_ms: Time SGLang's tokenizer process spends on one request; requests pass one
@@ -93,6 +95,7 @@ class Efficiency:
     prefill_overhead_ms: float
     per_prefill_req_overhead_ms: float
     kv_admit_overhead_ms: float
+    pd_decode_step_overhead_ms: float
     request_latency_ms: float
     handover_ms: float
     kv_transfer_latency_ms: float

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
@@ -177,11 +176,9 @@ class TextState:
         self.text_json = ""
         self.ids_json = ""
 
-    def add(self, token: Token) -> str:
-        """Append a token; return its text JSON-escaped (no quotes)."""
-        piece = json.dumps(token.text)[1:-1]
+    def add(self, token: Token) -> None:
+        """Append a token."""
         self.ids.append(token.token_id)
         self.text += token.text
-        self.text_json += piece
+        self.text_json += token.text_json
         self.ids_json += f",{token.token_id}" if self.ids_json else str(token.token_id)
-        return piece

@@ -81,6 +81,7 @@ class Token:
     index: int
     token_id: int
     text: str
+    text_json: str  # ``text`` escaped for a JSON string (no quotes)
     finished: bool
     deadline: float
 
@@ -164,10 +165,15 @@ class SimService:
             await stream.aclose()
 
     def _token(self, event: TokenEvent, words: list[int]) -> Token:
-        output = self.tokenizer.output
+        out = self.tokenizer.output
         word = words[event.index] if event.index < len(words) else words[-1]
         return Token(
-            event.index, output.ids[word], output.text[word], event.finished, event.deadline
+            event.index,
+            out.ids[word],
+            out.text[word],
+            out.text_json[word],
+            event.finished,
+            event.deadline,
         )
 
     async def _wait_for_kv(self, job: Job) -> None:

@@ -152,10 +152,15 @@ def _build(directory: Path) -> None:
 
 @dataclass(frozen=True)
 class OutputVocab:
-    """The tokens the simulator emits: ids and their text (``text[i]`` is ``ids[i]``'s)."""
+    """The tokens the simulator emits: ids and their text (``text[i]`` is ``ids[i]``'s).
+
+    ``text_json`` is the text already escaped for a JSON string, so streaming a token costs
+    no JSON encoding.
+    """
 
     ids: tuple[int, ...]
     text: tuple[str, ...]
+    text_json: tuple[str, ...] = ()
 
 
 class SimTokenizer:
@@ -213,7 +218,11 @@ def _output_vocab(tok: Tokenizer) -> OutputVocab:
             "the tokenizer has too few plain-word tokens (' word') for the simulator's output"
             " text; use a byte-level BPE tokenizer (Qwen, Llama 3, GPT-2 style) or the default"
         )
-    return OutputVocab(ids=tuple(i for i, _ in chosen), text=tuple(t for _, t in chosen))
+    return OutputVocab(
+        ids=tuple(i for i, _ in chosen),
+        text=tuple(t for _, t in chosen),
+        text_json=tuple(json.dumps(t)[1:-1] for _, t in chosen),
+    )
 
 
 def _looks_like_path(name: str) -> bool:

@@ -6,52 +6,16 @@ engine that serves no real sglbench run (CI starts its own dockerd, see ``.ci/ru
 
 from __future__ import annotations
 
-import io
-import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
-from docker.models.containers import Container
-from rich.console import Console
+from docker_e2e import free_port, ours
 from sim_image import build_test_image
 
-from sglbench.container import LABEL_PROJECT, PROJECT
 from sglbench.runtime.docker import close_clients
-from sglbench.settings import KEYS, Settings, load_settings
 from sglbench.sim.tokenizer import ensure_offline_tokenizer
-
-REPO = Path(__file__).resolve().parents[2]
-INVOKE = Path(sys.executable).parent / "invoke"
-OURS = {"label": f"{LABEL_PROJECT}={PROJECT}"}
-
-
-def ours(client: docker.DockerClient) -> list[Container]:
-    """Every container with our project label on the engine (running or not)."""
-    found: list[Container] = client.containers.list(all=True, filters=OURS)
-    return found
-
-
-def named(client: docker.DockerClient, name: str) -> list[Container]:
-    """Containers called exactly ``name`` (the engine's name filter matches substrings)."""
-    return [c for c in client.containers.list(all=True, filters={"name": name}) if c.name == name]
-
-
-def free_port() -> int:
-    """A TCP port free on every interface (docker-proxy binds 0.0.0.0)."""
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def quiet_console() -> Console:
-    """A console whose output the test can read (``console.file.getvalue()``)."""
-    return Console(file=io.StringIO(), width=200)
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +38,7 @@ def test_image(engine: docker.DockerClient) -> str:
 
 
 @pytest.fixture(scope="session")
-def tokenizer_dir() -> Path:
+def baked_tokenizer_dir() -> Path:
     """The offline tokenizer: baked into the test image at this same path."""
     return ensure_offline_tokenizer()
 
@@ -91,7 +55,7 @@ def clean_engine(engine: docker.DockerClient) -> Iterator[docker.DockerClient]:
 
 
 @pytest.fixture
-def e2e_env(tmp_path: Path, test_image: str, tokenizer_dir: Path) -> dict[str, str]:
+def e2e_env(tmp_path: Path, test_image: str, baked_tokenizer_dir: Path) -> dict[str, str]:
     """Settings of a docker run on this GPU-less engine: free ports, tiny workload.
 
     SIMULATE=false: containers run ``python3 -m sglang.launch_server`` exactly as a real run;
@@ -101,7 +65,7 @@ def e2e_env(tmp_path: Path, test_image: str, tokenizer_dir: Path) -> dict[str, s
         "RUNTIME": "docker", "SGLANG_IMAGE": test_image, "DOCKER_GPUS": "false",
         # This engine (itself in a container) cannot grant --privileged every capability.
         "DOCKER_PRIVILEGED": "false",
-        "SIMULATE": "false", "TOKENIZER_PATH": str(tokenizer_dir),
+        "SIMULATE": "false", "TOKENIZER_PATH": str(baked_tokenizer_dir),
         "HF_CACHE_DIR": str(tmp_path / "hf"),
         "AGG_HOST": "127.0.0.1", "AGG_PORT": str(free_port()),
         "PREFILL_HOST": "127.0.0.1", "PREFILL_PORT": str(free_port()),
@@ -114,21 +78,3 @@ def e2e_env(tmp_path: Path, test_image: str, tokenizer_dir: Path) -> dict[str, s
         "BENCH_OUTPUT_LEN": "16", "BENCH_MAX_CONCURRENCY": "4", "BENCH_WARMUP_REQUESTS": "1",
         "RESULTS_DIR": str(tmp_path / "results"), "RUN_DIR": str(tmp_path / "run"),
     }
-
-
-def settings_of(env: dict[str, str], **changes: str) -> Settings:
-    """Validated settings from an e2e env plus changes."""
-    return load_settings(env_file=None, overrides={**env, **changes}).settings
-
-
-def invoke(env: dict[str, str], *args: str, cwd: Path, timeout: float = 240
-           ) -> subprocess.CompletedProcess[str]:
-    """Run ``invoke ARGS`` as a user would, with ``env`` as its .env file."""
-    env_file = cwd / "e2e.env"
-    env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
-    # Only our .env decides: drop any setting this test process happens to have.
-    base = {k: v for k, v in os.environ.items() if k not in KEYS and not k.startswith("SGLBENCH_")}
-    proc_env = {**base, "SGLBENCH_ENV_FILE": str(env_file), "HF_HUB_OFFLINE": "1",
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), base.get("PYTHONPATH")]))}
-    return subprocess.run([str(INVOKE), "-r", str(REPO), *args], cwd=cwd, env=proc_env,
-                          capture_output=True, text=True, timeout=timeout)

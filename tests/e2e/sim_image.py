@@ -53,13 +53,13 @@ print(json.dumps({"site": site, "tops": tops, "tokenizer": str(tokenizer_dir)}))
 """
 
 # The test double: only inside this image, never on a user's path.
-_SGLANG_INIT = '''"""TEST DOUBLE of SGLang, only inside sglbench's e2e test image (never installed for users).
+_SGLANG_INIT = '''"""TEST DOUBLE of SGLang, only inside sglbench's e2e test image (never for users).
 
 ``python3 -m sglang.launch_server ARGS`` runs sglbench's simulator with the same ARGS, so the
 e2e tests start containers with exactly the command a real run uses.
 """
 '''
-_SGLANG_LAUNCH = '''"""TEST DOUBLE of ``sglang.launch_server``: runs ``python -m sglbench.sim`` with the same argv."""
+_SGLANG_LAUNCH = '''"""TEST DOUBLE of sglang.launch_server: python -m sglbench.sim, same argv."""
 
 import runpy
 

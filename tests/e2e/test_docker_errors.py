@@ -7,7 +7,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from conftest import free_port, invoke, named, ours, quiet_console, settings_of
+from docker_e2e import free_port, invoke, named, ours, quiet_console, settings_of
 
 from sglbench import lifecycle
 from sglbench.errors import DockerError, ReadinessError
@@ -45,7 +45,7 @@ def test_foreign_container_with_our_name_is_left_alone(
         settings = settings_of(e2e_env)
         runtime = DockerRuntime(settings)
         spec = server_specs(settings, "agg")[0]
-        with pytest.raises(DockerError, match="not started by sglbench.*docker rm -f sglang-agg"):
+        with pytest.raises(DockerError, match=r"not started by sglbench.*docker rm -f sglang-agg"):
             runtime.start(spec, "r1")
         assert runtime.stop(spec) is False
         assert runtime.instances() == []
@@ -89,6 +89,23 @@ def test_server_exit_while_waiting_fails_at_once_with_its_log(
     assert "exited (2)" in message or "exited (exit code 2)" in message, message
     assert "--sim-no-such-flag" in message
     assert ours(clean_engine) == []
+
+
+def test_exited_container_state_logs_and_follow(clean_engine: docker.DockerClient,
+                                                e2e_env: dict[str, str]) -> None:
+    settings = settings_of(e2e_env, AGG_EXTRA_ARGS="--sim-no-such-flag")
+    runtime = DockerRuntime(settings)
+    spec = server_specs(settings, "agg")[0]
+    runtime.start(spec, "r1")
+    # follow=True ends by itself once the container has stopped.
+    lines = list(runtime.log_lines(spec, follow=True))
+    assert any("--sim-no-such-flag" in line for line in lines)
+    assert runtime.exit_code(spec) == 2
+    [instance] = runtime.instances()
+    assert instance.state == "exited(2)"
+    assert runtime.stop(spec) is False  # not running; removed all the same
+    assert ours(clean_engine) == []
+    assert "--sim-no-such-flag" in runtime.log_tail(spec)  # from the log saved at removal
 
 
 def test_unreachable_engine_names_the_key(e2e_env: dict[str, str]) -> None:

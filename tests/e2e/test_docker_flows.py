@@ -8,7 +8,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from conftest import invoke, ours
+from docker_e2e import invoke, ours
 
 pytestmark = pytest.mark.e2e
 

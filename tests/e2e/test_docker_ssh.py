@@ -17,7 +17,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from conftest import free_port, ours, quiet_console, settings_of
+from docker_e2e import free_port, ours, quiet_console, settings_of
 
 from sglbench import lifecycle
 from sglbench.errors import DockerError
@@ -154,5 +154,5 @@ def test_unreachable_ssh_endpoint(
     monkeypatch.setenv("HOME", str(tmp_path))
     endpoint = f"ssh://root@127.0.0.1:{free_port()}"
     settings = settings_of(e2e_env, PREFILL_DOCKER_HOST=endpoint)
-    with pytest.raises(DockerError, match="PREFILL_DOCKER_HOST=.*unreachable"):
+    with pytest.raises(DockerError, match=r"PREFILL_DOCKER_HOST=.*unreachable"):
         DockerRuntime(settings).instances()

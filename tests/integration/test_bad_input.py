@@ -74,6 +74,7 @@ CASES = [
          "none.jsonl"),
     Case("router_with_no_decode", ["pd-router"], "NUM_DECODE", env="NUM_DECODE=0"),
     Case("unknown_sim_profile", ["agg"], "SIM_PROFILE", env="SIM_PROFILE=h200-llama"),
+    Case("unknown_sim_flag", ["decode"], "SIM_ARGS", env="SIM_ARGS=--sim-speed 2"),
     Case("url_as_host", ["prefill"], "PREFILL_HOST", env="PREFILL_HOST=http://127.0.0.1:1"),
     Case("extra_args_repeat_port", ["agg"], "AGG_EXTRA_ARGS", env="AGG_EXTRA_ARGS=--port 1"),
     Case("unbalanced_quote_in_extra_args", ["decode"], "EXTRA_SERVER_ARGS",

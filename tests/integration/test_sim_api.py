@@ -207,7 +207,7 @@ def test_openai_bad_request_is_a_400(sim: Proc) -> None:
 
 
 def test_startup_delay_answers_503_then_200(procs: Procs) -> None:
-    proc = procs.sim("--sim-startup-delay", "2", wait=False)
+    proc = procs.sim("--sim-startup-delay", "4", wait=False)
     deadline = time.monotonic() + 30
     statuses: list[int | None] = []
     while time.monotonic() < deadline and 200 not in statuses:

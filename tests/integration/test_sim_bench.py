@@ -43,3 +43,16 @@ def test_bench_client_measures_what_the_model_intended(
     # costs come on top, so TTFT may be later, but not by much on loopback.
     assert intended_ttft * 0.95 <= row["mean_ttft_ms"] <= intended_ttft * 1.5 + 30
     assert row["median_itl_ms"] == pytest.approx(intended_itl, rel=0.25, abs=1.5)
+
+
+def test_bench_client_openai_chat_backend(
+    procs: Procs, tmp_path: Path, tokenizer_dir: Path
+) -> None:
+    sim = procs.sim()
+    row = run_bench_client(
+        sim.url, tokenizer_dir, tmp_path / "bench.jsonl", "--backend", "sglang-oai-chat",
+        "--num-prompts", "8", "--random-input-len", "128", "--random-output-len", "16",
+        "--max-concurrency", "4",
+    )  # fmt: skip
+    assert row["completed"] == 8
+    assert row["total_output_tokens"] == row["total_output_tokens_retokenized"] == 8 * 16

@@ -145,6 +145,13 @@ def test_empty_values_mean_unset(tmp_path: Path) -> None:
     assert s == Settings()
 
 
+def test_empty_value_is_no_value_at_any_level(tmp_path: Path) -> None:
+    loaded = load_settings(env_file(tmp_path, "BENCH_SEED=5\nTOKENIZER_PATH=\n"),
+                           {"BENCH_SEED": ""}, {"BENCH_SEED": " "})  # fmt: skip
+    assert loaded.settings.bench_seed == 5
+    assert loaded.sources == {"BENCH_SEED": ".env"}  # TOKENIZER_PATH: still the default
+
+
 def test_empty_ib_device_means_no_device(tmp_path: Path) -> None:
     assert load_settings(env_file(tmp_path, "IB_DEVICE=\n"), {}).settings.ib_device == ""
 
@@ -160,6 +167,13 @@ def test_env_file_quotes_comments_and_export(tmp_path: Path) -> None:
 def test_unparsable_env_line_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\.env:2: cannot parse 'BENCH_NUM_PROMPTS 200'"):
         load_settings(env_file(tmp_path, "MODEL_PATH=m\nBENCH_NUM_PROMPTS 200\n"), {})
+
+
+def test_unparsable_secret_line_is_not_echoed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env_file(tmp_path, "HF_TOKEN hf_verysecret\n"), {})
+    assert "hf_verysecret" not in str(err.value)
+    assert "cannot parse 'HF_TOKEN ...'" in str(err.value)
 
 
 def test_bad_value_names_key_value_source_and_what_is_allowed(tmp_path: Path) -> None:
@@ -182,3 +196,36 @@ def test_role_runtime_and_mem_fraction_fallbacks() -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(ValueError, match="frozen"):
         Settings().bench_seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"PREFILL_HOST": "localhost", "DECODE_HOST": "127.0.0.1", "NUM_PREFILL": "2"},
+      "DECODE_PORT=30001: decode worker 0 would listen on 127.0.0.1:30001, already used by "
+      "prefill worker 1 (PREFILL_PORT)"),
+     ({"BOOTSTRAP_PORT": "29999", "NUM_PREFILL": "2"},
+      "BOOTSTRAP_PORT=29999: the bootstrap port of prefill worker 1 would listen on "
+      "172.16.40.79:30000, already used by prefill worker 0 (PREFILL_PORT)"),
+     ({"ROUTER_PROMETHEUS_PORT": "8000"}, "ROUTER_PROMETHEUS_PORT=8000: the router's metrics"),
+     ({"DECODE_PORT": "65535", "NUM_DECODE": "3"},
+      "DECODE_PORT=65535: NUM_DECODE=3 workers need ports up to 65537"),
+     ({"PREFILL_EXTRA_ARGS": "--disaggregation-bootstrap-port=9000"},
+      "PREFILL_EXTRA_ARGS: --disaggregation-bootstrap-port is set from BOOTSTRAP_PORT"),
+     ({"BENCH_EXTRA_ARGS": "--seed 3"}, "BENCH_EXTRA_ARGS: --seed is set from BENCH_SEED"),
+     ({"ROUTER_EXTRA_ARGS": "--port 1"}, "ROUTER_EXTRA_ARGS: --port is set from ROUTER_PORT"),
+     ({"SIMULATE": "true", "SIM_ARGS": "--sim-bogus 1"},
+      "SIM_ARGS='--sim-bogus 1': unknown simulator flag --sim-bogus")],
+)  # fmt: skip
+def test_settings_that_do_not_fit_together(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, {}, overrides)
+    assert str(err.value).startswith(message)
+
+
+def test_what_fits_together() -> None:
+    # Agg and prefill share a port in the original (never at once); other hosts never collide;
+    # MiniLB has no metrics listener; SIM_ARGS only matters when simulating.
+    s = load_settings(None, {}, {"ROUTER_IMPL": "mini-lb", "ROUTER_PROMETHEUS_PORT": "8000",
+                                 "SIM_ARGS": "--sim-bogus", "NUM_PREFILL": "4",
+                                 "NUM_DECODE": "4"}).settings  # fmt: skip
+    assert (s.agg_port, s.prefill_port, s.decode_port) == (30000, 30000, 30001)

@@ -120,7 +120,7 @@ def test_max_running_requests_limits_the_batch() -> None:
 
 def test_a_new_prefill_stalls_running_decodes_in_aggregated_mode() -> None:
     async def body(engine: Engine) -> list[float]:
-        first = asyncio.ensure_future(collect(engine.generate(GenRequest("a", 32, 60))))
+        first = asyncio.ensure_future(collect(engine.generate(GenRequest("a", 32, 400))))
         while engine.stats().generation_tokens_total < 20:
             await asyncio.sleep(0)
         await collect(engine.generate(GenRequest("b", 2000, 2)))

@@ -1,0 +1,94 @@
+"""Public data types of the simulator's engine (re-exported by :mod:`sglbench.sim.engine`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sglbench.errors import ConfigError
+from sglbench.sim import timing
+from sglbench.sim.profiles import Profile
+
+Role = Literal["null", "prefill", "decode"]
+
+DEFAULT_MEM_FRACTION = 0.9  # --mem-fraction-static when not given (the reference runs used it)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Server arguments the engine obeys (SGLang's flag names, ``sim_`` ones for the model)."""
+
+    role: Role
+    profile: Profile
+    tp_size: int = 1
+    mem_fraction_static: float | None = None
+    max_running_requests: int | None = None
+    max_total_tokens: int | None = None
+    chunked_prefill_size: int | None = None
+    seed: int = 0
+    time_scale: float = 1.0
+    step_overhead_ms: float | None = None
+
+
+@dataclass
+class GenRequest:
+    """One generation request as the engine sees it (tokens only, no text)."""
+
+    rid: str
+    prompt_len: int
+    max_new_tokens: int
+    kv_ready: bool = False
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One output token: its index and the loop time at which the model says it exists."""
+
+    index: int
+    deadline: float
+    finished: bool
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Counters for ``/metrics`` and ``/server_info``."""
+
+    running: int
+    queued: int
+    prompt_tokens_total: int
+    generation_tokens_total: int
+    requests_total: int
+    last_gen_throughput: float
+    kv_tokens_used: int
+    max_total_tokens: int
+
+
+class EngineStopped(RuntimeError):
+    """Raised by a token stream whose engine was stopped before the request finished."""
+
+
+def resolve_kv_capacity(config: EngineConfig, profile: Profile) -> int:
+    """KV capacity in tokens from ``--max-total-tokens`` or memory, as SGLang computes it.
+
+    Raises:
+        ConfigError: a flag is out of range or leaves no memory for the KV cache.
+    """
+    if config.tp_size < 1:
+        raise ConfigError(f"--tp-size must be >= 1, got {config.tp_size}")
+    if config.max_running_requests is not None and config.max_running_requests < 1:
+        raise ConfigError(f"--max-running-requests must be >= 1, got {config.max_running_requests}")
+    fraction = config.mem_fraction_static or DEFAULT_MEM_FRACTION
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"--mem-fraction-static must be in (0, 1], got {fraction}")
+    capacity = timing.kv_capacity_tokens(profile, config.tp_size, fraction)
+    if capacity <= 0:
+        raise ConfigError(
+            f"--mem-fraction-static {fraction} leaves no memory for the KV cache on"
+            f" {profile.gpu.name}; raise it"
+        )
+    if config.max_total_tokens is not None:
+        if config.max_total_tokens < 1:
+            raise ConfigError(f"--max-total-tokens must be >= 1, got {config.max_total_tokens}")
+        # SGLang takes the smaller of the flag and what memory allows.
+        capacity = min(capacity, config.max_total_tokens)
+    return capacity

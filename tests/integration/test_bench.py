@@ -1,0 +1,114 @@
+"""``run_bench`` with SGLang's real bench client against the simulator (agg) and the real router.
+
+Small workloads (16 prompts, 64 in, 16 out) keep each client run under a few seconds; the
+client's ~10 s import is paid once per ``run_bench`` call, also for a two-point sweep.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from sglbench import lifecycle
+from sglbench.bench import detect_pd, run_bench
+from sglbench.errors import BenchError
+from sglbench.settings import Settings, load_settings
+from sglbench.specs import server_specs
+from tests.conftest import REPO, Procs, free_port
+
+pytestmark = pytest.mark.integration
+
+SMALL_WORKLOAD = {
+    "SIMULATE": "true", "RUNTIME": "process", "BENCH_DATASET": "random-ids",
+    "BENCH_NUM_PROMPTS": "16", "BENCH_INPUT_LEN": "64", "BENCH_OUTPUT_LEN": "16",
+    "BENCH_RANGE_RATIO": "1", "BENCH_MAX_CONCURRENCY": "4,8", "READY_TIMEOUT_S": "120",
+    "IB_DEVICE": "",
+}  # fmt: skip
+
+
+def loopback_settings(tmp_path: Path, **keys: str) -> Settings:
+    """Settings for a run on 127.0.0.1 with free ports and files under ``tmp_path``."""
+    hosts = {k: "127.0.0.1" for k in ("AGG_HOST", "PREFILL_HOST", "DECODE_HOST", "ROUTER_HOST",
+                                      "SERVER_BIND_HOST", "ROUTER_BIND_HOST")}
+    ports = {k: str(free_port()) for k in ("AGG_PORT", "PREFILL_PORT", "DECODE_PORT",
+                                           "BOOTSTRAP_PORT", "ROUTER_PORT",
+                                           "ROUTER_PROMETHEUS_PORT")}
+    files = {"RESULTS_DIR": str(tmp_path / "results"), "RUN_DIR": str(tmp_path / "run")}
+    return load_settings(None, {}, {**SMALL_WORKLOAD, **hosts, **ports, **files, **keys}).settings
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No hub; servers started by lifecycle import this checkout."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    """The JSONL rows of a results file."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def recording_console() -> tuple[Console, io.StringIO]:
+    """A console whose output the test can read."""
+    out = io.StringIO()
+    return Console(file=out, width=200, force_terminal=False), out
+
+
+def worker_imports(log: Path) -> list[str]:
+    """The 'imported' lines of the client worker log: one per client process started."""
+    return re.findall(r"bench client worker pid (\d+) imported", log.read_text())
+
+
+def test_bench_finds_the_agg_server_and_sweeps_in_one_client_process(
+    procs: Procs, tmp_path: Path, tokenizer_dir: Path
+) -> None:
+    sim = procs.sim("--host", "127.0.0.1")
+    settings = loopback_settings(tmp_path, AGG_PORT=str(sim.extra["port"]),
+                                 TOKENIZER_PATH=str(tokenizer_dir))  # fmt: skip
+    console, out = recording_console()
+
+    planned = run_bench(settings, tag="agg_sim", dry_run=True, console=console)
+    shown = out.getvalue()
+    assert f"--base-url {sim.url}" in shown and "--pd-separated" not in shown
+    assert shown.count("python -m sglang.benchmark.serving") == 2  # one line per sweep point
+    assert not planned.exists()
+
+    path = run_bench(settings, tag="agg_sim", console=console)
+    assert path == Path(settings.results_dir) / "agg_sim.jsonl"
+    got = rows(path)
+    assert [r["tag"] for r in got] == ["agg_sim_in64_out16_c4_rinf", "agg_sim_in64_out16_c8_rinf"]
+    for row in got:
+        assert row["completed"] == 16
+        assert row["total_output_tokens"] == 16 * 16  # EOS ignored: every output is full length
+        assert row["server_info"]["disaggregation_mode"] == "null"
+    assert "agg server" in out.getvalue() and "agg_sim_in64_out16_c8_rinf" in out.getvalue()
+    assert len(worker_imports(Path(settings.run_dir) / "bench" / "client-worker.log")) == 1
+
+
+def test_bench_detects_pd_behind_the_router(tmp_path: Path) -> None:
+    """Detection only (a dry run prints the client command); compare runs the PD client."""
+    settings = loopback_settings(tmp_path, BENCH_MAX_CONCURRENCY="8")
+    console, out = recording_console()
+    try:
+        url = lifecycle.up_mode(settings, "pd", run_id="test-bench-pd", console=console)
+        prefill = server_specs(settings, "prefill")[0].url
+        assert detect_pd(url) and detect_pd(prefill)
+        run_bench(settings, tag="pd_sim", dry_run=True, console=console)
+    finally:
+        lifecycle.down(settings, console)
+    command = out.getvalue().split("python -m sglang.benchmark.serving")[1]
+    assert "--pd-separated" in command and f"--base-url {url}" in command
+
+
+def test_bench_with_nothing_running_says_what_to_start(tmp_path: Path) -> None:
+    settings = loopback_settings(tmp_path)
+    with pytest.raises(BenchError, match=r"nothing answers .*invoke agg"):
+        run_bench(settings, tag="x", console=recording_console()[0])
+    assert not (Path(settings.results_dir) / "x.jsonl").exists()

@@ -1,0 +1,138 @@
+"""Run naming, resume bookkeeping, the workload fingerprint and secret-free metadata."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from sglbench import experiment, metadata
+from sglbench.errors import ConfigError
+from sglbench.settings import Settings, load_settings
+from sglbench.specs import sweep_points
+
+SECRET = "hf_TOPSECRETtoken123"
+
+
+def make(tmp_path: Path, **keys: str) -> Settings:
+    """Settings writing under ``tmp_path`` (no .env, no environment)."""
+    base = {"RESULTS_DIR": str(tmp_path / "results"), "RUN_DIR": str(tmp_path / "run")}
+    return load_settings(None, {}, {**base, **keys}).settings
+
+
+def test_modes_are_named_as_in_the_run_directory(tmp_path: Path) -> None:
+    plan = experiment.run_modes(make(tmp_path), ["agg", "pd"])
+    assert [(m.name, m.kind, m.gpus) for m in plan] == [("agg", "agg", 1), ("pd", "pd", 2)]
+    xpyd = experiment.run_modes(make(tmp_path, NUM_PREFILL="1", NUM_DECODE="3",
+                                     DECODE_PORT="30010"), ["pd"])  # fmt: skip
+    assert [(m.name, m.gpus) for m in xpyd] == [("pd_1p3d", 4)]
+
+
+@pytest.mark.parametrize("modes", [["agg", "agg"], ["xpyd"]])
+def test_unknown_or_repeated_modes_are_refused(tmp_path: Path, modes: list[str]) -> None:
+    with pytest.raises(ConfigError, match="--modes"):
+        experiment.run_modes(make(tmp_path), modes)
+
+
+def test_point_tags_name_mode_and_point(tmp_path: Path) -> None:
+    settings = make(tmp_path, BENCH_MAX_CONCURRENCY="8,8,64", BENCH_REQUEST_RATE="inf,4")
+    points = experiment.unique_points(settings)
+    assert len(points) == 4  # 8 listed twice is measured once
+    pd = experiment.run_modes(settings, ["pd"])[0]
+    assert experiment.point_tag(pd, points[1]) == "pd_in512_out128_c8_r4"
+
+
+def write_rows(path: Path, tags: list[str], tail: str = "") -> None:
+    path.write_text("".join(json.dumps({"tag": t, "completed": 1}) + "\n" for t in tags) + tail)
+
+
+def test_resume_skips_exactly_the_points_with_a_row(tmp_path: Path) -> None:
+    settings = make(tmp_path, BENCH_MAX_CONCURRENCY="4,8,16")
+    agg = experiment.run_modes(settings, ["agg"])[0]
+    points = experiment.unique_points(settings)
+    out = tmp_path / "agg.jsonl"
+    write_rows(out, [experiment.point_tag(agg, points[0]), "pd_in512_out128_c8_rinf"],
+               tail="not json\n")
+    left = experiment.pending_points(agg, points, experiment.done_tags(out))
+    assert [p.max_concurrency for p in left] == [8, 16]
+    assert experiment.done_tags(tmp_path / "missing.jsonl") == set()
+
+
+def test_a_row_cut_short_by_a_kill_is_dropped_before_appending(tmp_path: Path) -> None:
+    out = tmp_path / "agg.jsonl"
+    write_rows(out, ["a", "b"], tail='{"tag": "c", "compl')
+    assert experiment.repair_jsonl(out)
+    assert experiment.done_tags(out) == {"a", "b"}
+    assert out.read_text().endswith("\n")
+    assert not experiment.repair_jsonl(out)
+
+
+def test_the_workload_fingerprint_ignores_only_the_concurrency_axis(tmp_path: Path) -> None:
+    base = metadata.workload(make(tmp_path))
+    assert set(base) >= {"dataset", "num_prompts", "input_len", "output_len", "range_ratio",
+                         "seed", "ignore_eos", "warmup", "request_rate"}
+    assert metadata.workload_diff(base, metadata.workload(
+        make(tmp_path, BENCH_MAX_CONCURRENCY="1,2,3"))) == []
+    changed = metadata.workload_diff(base, metadata.workload(make(tmp_path, BENCH_SEED="7")))
+    assert changed == ["seed: 1 -> 7"]
+    # Written and read back (request rate inf becomes JSON Infinity), it is still the same.
+    again = json.loads(json.dumps(base))
+    assert math.isinf(again["request_rate"][0]) and metadata.workload_diff(again, base) == []
+
+
+def test_metadata_never_holds_the_token(tmp_path: Path) -> None:
+    settings = make(tmp_path, HF_TOKEN=SECRET)
+    meta = metadata.new_metadata(settings, run_id="r1", modes=["agg"], gpus_per_mode={"agg": 1})
+    # A server that echoes the token back (in a value or under a token key) is scrubbed too.
+    meta["servers"] = {"agg": {"env": f"HF_TOKEN={SECRET}", "hf_token": "x", "api_key": None}}
+    run_dir = tmp_path / "results" / "r1"
+    run_dir.mkdir(parents=True)
+    path = metadata.write_metadata(run_dir, meta, settings)
+    text = path.read_text()
+    assert SECRET not in text and "HF_TOKEN" not in json.loads(text)["settings"]
+    assert json.loads(text)["servers"]["agg"]["hf_token"] == "********"
+    assert json.loads(text)["settings"]["BENCH_NUM_PROMPTS"] == "200"
+
+
+def test_metadata_has_the_contract_keys(tmp_path: Path) -> None:
+    meta = metadata.new_metadata(make(tmp_path, SIMULATE="true"), run_id="r", modes=["agg"],
+                                 gpus_per_mode={"agg": 1})  # fmt: skip
+    assert {"run_id", "started", "ended", "simulated", "workload", "settings", "versions",
+            "servers", "git_commit", "gpus_per_mode", "forced_mismatch", "points"} <= set(meta)
+    assert meta["simulated"] is True and meta["versions"]["sglang"]
+    assert meta["gpus"] == "none" or isinstance(meta["gpus"], list)
+
+
+def test_resuming_with_another_workload_is_refused_unless_forced(tmp_path: Path) -> None:
+    settings = make(tmp_path)
+    plan = experiment.run_modes(settings, ["agg"])
+    run_dir, meta = experiment.open_run(settings, plan, None, False)
+    metadata.write_metadata(run_dir, meta, settings)
+    other = make(tmp_path, BENCH_INPUT_LEN="1024")
+    with pytest.raises(ConfigError, match=r"--resume .*input_len: \[512\] -> \[1024\]"):
+        experiment.open_run(other, plan, run_dir.name, False)
+    same_dir, forced = experiment.open_run(other, plan, run_dir.name, True)
+    assert same_dir == run_dir and forced["forced_mismatch"] is True
+    _, same = experiment.open_run(settings, plan, run_dir.name, False)
+    assert same["forced_mismatch"] is False and len(same["resumed"]) == 1
+
+
+def test_resuming_an_unknown_run_names_it(tmp_path: Path) -> None:
+    settings = make(tmp_path)
+    with pytest.raises(ConfigError, match="--resume nope"):
+        experiment.open_run(settings, experiment.run_modes(settings, ["agg"]), "nope", False)
+
+
+def test_two_runs_in_the_same_second_get_their_own_directories(tmp_path: Path) -> None:
+    settings = make(tmp_path)
+    plan = experiment.run_modes(settings, ["agg"])
+    first, _ = experiment.open_run(settings, plan, None, False)
+    second, _ = experiment.open_run(settings, plan, None, False)
+    assert first != second and first.is_dir() and second.is_dir()
+
+
+def test_sweep_order_is_the_cross_product(tmp_path: Path) -> None:
+    points = sweep_points(make(tmp_path, BENCH_INPUT_LEN="64,128", BENCH_MAX_CONCURRENCY="1,2"))
+    assert [p.label for p in points][:2] == ["in64_out128_c1_rinf", "in64_out128_c2_rinf"]

@@ -1,0 +1,137 @@
+"""``invoke`` as users type it: every task listed with help, --dry-run starts nothing, user errors
+are one line with exit code 2.
+
+Run as real ``invoke`` subprocesses in this checkout (about 0.5 s each); nothing here starts a
+server, so these stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import tasks
+from sglbench.settings import KEYS
+from tests.conftest import REPO, free_port, offline_env
+
+INVOKE = [sys.executable, "-m", "invoke"]
+TASKS = {"setup", "config", "agg", "prefill", "decode", "pd-router", "bench", "plot", "report",
+         "status", "logs", "down", "compare", "demo"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What a user sees from one invoke command."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def env_file(tmp_path: Path) -> Path:
+    """A .env on loopback with the run directory inside the test's tmp dir."""
+    path = tmp_path / "test.env"
+    path.write_text(
+        "SIMULATE=true\nAGG_HOST=127.0.0.1\nPREFILL_HOST=127.0.0.1\nDECODE_HOST=127.0.0.1\n"
+        f"AGG_PORT={free_port()}\nPREFILL_PORT={free_port()}\nDECODE_PORT={free_port()}\n"
+        f"ROUTER_PORT={free_port()}\nROUTER_PROMETHEUS_PORT={free_port()}\n"
+        f"BOOTSTRAP_PORT={free_port()}\nRUN_DIR={tmp_path / 'run'}\n"
+        f"RESULTS_DIR={tmp_path / 'results'}\n"
+    )
+    return path
+
+
+def invoke(env_file: Path, *args: str) -> Ran:
+    """``invoke ARGS`` in this checkout with ``env_file`` as the settings file."""
+    env = {k: v for k, v in offline_env().items() if k not in KEYS and "SGLBENCH" not in k}
+    env["SGLBENCH_ENV_FILE"] = str(env_file)
+    done = subprocess.run([*INVOKE, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    return Ran(done.returncode, done.stdout, done.stderr)
+
+
+def test_every_task_is_listed_and_every_argument_has_help() -> None:
+    names = {name for name in tasks.ns.task_names}
+    assert names == TASKS
+    for name in names:
+        for arg in tasks.ns[name].get_arguments():
+            assert arg.help, f"invoke {name} --{arg.name}: no help"
+    assert all(any(a.name == "dry_run" for a in tasks.ns[n].get_arguments()) for n in names)
+
+
+def test_server_dry_runs_print_the_commands_and_start_nothing(
+    env_file: Path, tmp_path: Path
+) -> None:
+    for role in ("agg", "prefill", "decode"):
+        ran = invoke(env_file, role, "--dry-run")
+        assert ran.code == 0, ran.err
+        assert f"# sglang-{role} (process) -> http://127.0.0.1:" in ran.out
+        assert " -m sglbench.sim --model-path Qwen/Qwen2.5-3B-Instruct " in ran.out
+    prefill = invoke(env_file, "prefill", "--dry-run", "--set", "NUM_PREFILL=2").out
+    assert prefill.count("--disaggregation-mode prefill") == 2
+    assert not (tmp_path / "run").exists()
+
+
+def test_router_and_compare_dry_runs(env_file: Path, tmp_path: Path) -> None:
+    router = invoke(env_file, "pd-router", "--dry-run", "--set", "ROUTER_IMPL=mini-lb")
+    assert router.code == 0
+    assert " -m sglang_router.launch_router --mini-lb --pd-disaggregation --prefill " in router.out
+    compare = invoke(env_file, "compare", "--dry-run")
+    order = [line.split(" ")[1] for line in compare.out.splitlines() if line.startswith("# ")]
+    assert order == ["sglang-agg", "sglang-prefill", "sglang-decode", "router"]
+    assert invoke(env_file, "down", "--dry-run").code == 0
+    assert invoke(env_file, "setup", "--dry-run").out.strip() == "make setup VENV=.venv"
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_shows_sources_and_masks_secrets(env_file: Path) -> None:
+    ran = invoke(env_file, "config", "--set", "HF_TOKEN=hf_veryS3cret", "--set", "AGG_PORT=31000")
+    assert ran.code == 0
+    assert "hf_veryS3cret" not in ran.out + ran.err
+    rows = {line.split("│")[1].strip(): line for line in ran.out.splitlines() if "│" in line}
+    assert "********" in rows["HF_TOKEN"] and "command line" in rows["HF_TOKEN"]
+    assert "31000" in rows["AGG_PORT"] and "command line" in rows["AGG_PORT"]
+    assert ".env" in rows["SIMULATE"] and "default" in rows["MODEL_PATH"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["agg", "--set", "AGG_PORT=0"], "error: AGG_PORT='0' (command line)"),
+        (["agg", "--set", "AGG_PROT=1"], "did you mean AGG_PORT?"),
+        (["agg", "--set", "AGG_PORT"], "error: --set AGG_PORT: expected KEY=VALUE"),
+        (["logs", "nosuch"], "error: logs nosuch: unknown server 'nosuch'"),
+        (["logs", "decode", "--set", "NUM_DECODE=2"], "decode has 2 workers"),
+        (["bench", "--tag", "t", "--mode", "both"], "error: --mode both: expected auto"),
+        (["compare", "--modes", "agg,disagg", "--dry-run"], "unknown mode 'disagg'"),
+        (["pd-router", "--detach"], "error: PREFILL_HOST/PREFILL_PORT: prefill worker"),
+        (["agg", "--set", "AGG_HOST=192.0.2.7"], "error: AGG_HOST=192.0.2.7: the process"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2_and_start_nothing(
+    env_file: Path, tmp_path: Path, args: list[str], expected: str
+) -> None:
+    ran = invoke(env_file, *args)
+    assert ran.code == 2, ran.out + ran.err
+    assert ran.err.startswith("error: ") and expected in ran.err, ran.err
+    assert len(ran.err.strip().splitlines()) == 1 and "Traceback" not in ran.err
+    pids = tmp_path / "run" / "pids"
+    assert not pids.exists() or not any(pids.iterdir())
+
+
+def test_a_missing_settings_file_named_by_the_environment(tmp_path: Path) -> None:
+    ran = invoke(tmp_path / "nope.env", "status")
+    assert ran.code == 2 and f"SGLBENCH_ENV_FILE={tmp_path / 'nope.env'}: no such file" in ran.err
+
+
+def test_debug_shows_the_traceback(env_file: Path) -> None:
+    env = {**os.environ, "SGLBENCH_DEBUG": "1"}
+    done = subprocess.run([*INVOKE, "agg", "--set", "AGG_PORT=0"], cwd=REPO, capture_output=True,
+                          text=True, env={**env, "SGLBENCH_ENV_FILE": str(env_file)})  # fmt: skip
+    assert done.returncode != 0 and "Traceback" in done.stderr and "ConfigError" in done.stderr

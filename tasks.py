@@ -328,6 +328,7 @@ def demo(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
     print_summary(df, console(), title="Demo: agg vs PD on the simulator")
     for png in plot_by_tag(df, run_dir):
         print(f"plot: {png}")
+    print(f"full report: invoke report --path {run_dir} --out {run_dir / 'report'}")
 
 
 ns = Collection(setup, config, agg, prefill, decode, pd_router, bench, plot, report, status,

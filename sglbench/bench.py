@@ -1,15 +1,6 @@
 """Run SGLang's bench client (``sglang.benchmark.serving``) against agg or the PD router.
 
-Target: an explicit base URL, else the router at ROUTER_HOST:ROUTER_PORT when it answers (PD),
-else the aggregated server at AGG_HOST:AGG_PORT.
-
-PD detection for an explicit URL (``pd=None``), from what the URL answers:
-    /server_info (else /get_server_info) with ``disaggregation_mode``: a worker, PD unless null
-    /server_info or /get_server_info with ``prefill`` and ``decode`` lists: MiniLB, PD
-    /server_info 200 without either: an aggregated server
-    no worker's server_info (404, or the Rust router's own counters): a router, PD (the only
-    routers this project starts sit in front of PD workers)
-    nothing answers: BenchError
+Target and PD detection: ``sglbench.target``.
 
 Offline: with ``BENCH_DATASET=random`` (or sharegpt) and no ``BENCH_DATASET_PATH`` the client
 samples ShareGPT from the HF hub; when it is not in the local HF cache this is a ConfigError up
@@ -31,8 +22,6 @@ import math
 import os
 import re
 import shlex
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,25 +33,20 @@ from sglbench.benchworker import BenchWorker, PointOutcome, tail
 from sglbench.errors import BenchError, ConfigError
 from sglbench.settings import Settings
 from sglbench.specs import BENCH_MODULE, SweepPoint, bench_args, sweep_points
+from sglbench.target import Target, detect_target, dry_run_target
 
 SHAREGPT_REPO = "anon8231489123/ShareGPT_Vicuna_unfiltered"
 SHAREGPT_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"
 # A load generator using this share of its CPU budget was likely the bottleneck itself.
 CLIENT_LIMIT_SHARE = 0.9
+# Above this share of all cores busy, the host itself (client and, on the simulator, servers)
+# was saturated: numbers may be limited by the machine running the load generator.
+HOST_SATURATED_SHARE = 0.95
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 _HUB_FAILURE = re.compile(
     r"huggingface\.co|OfflineModeIsEnabled|LocalEntryNotFound|HFValidationError|"
     r"Repo id must|We couldn't connect|Can't load tokenizer|MaxRetryError|Failed to resolve"
 )
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the client sends requests, and whether that is a PD deployment."""
-
-    base_url: str
-    pd: bool
-    what: str  # for people: "router", "agg server", "given URL"
 
 
 @dataclass(frozen=True)
@@ -73,6 +57,7 @@ class ClientSetup:
     env: dict[str, str] = field(default_factory=dict)  # may hold HF_TOKEN: never print it
     offline: bool = False
     tokenizer_local: bool = True
+    tokenizer: str = ""  # what the client loads: a directory or a hub id
 
     def shown_env(self) -> str:
         """Environment prefix for a shell line, secrets left out."""
@@ -94,70 +79,6 @@ class PointResult:
     def ok(self) -> bool:
         """True when the client finished and wrote its row."""
         return self.outcome.ok and self.row is not None
-
-
-# ---- target -----------------------------------------------------------------------------------
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http_get(url: str, timeout: float = 3.0) -> tuple[int, Any] | None:
-    """GET ``url`` (never through a proxy): (status, JSON body or None), None if no answer."""
-    try:
-        with _NO_PROXY.open(url, timeout=timeout) as resp:
-            status, body = int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-    except (urllib.error.URLError, OSError):
-        return None
-    try:
-        return status, json.loads(body)
-    except ValueError:
-        return status, None
-
-
-def _pd_from_info(info: dict[str, Any]) -> bool | None:
-    """PD-ness from a server_info body; None when the body does not say."""
-    if "disaggregation_mode" in info:  # an SGLang worker (or the simulator)
-        return str(info["disaggregation_mode"]).lower() not in ("null", "none")
-    if "prefill" in info and "decode" in info:  # MiniLB's aggregate
-        return True
-    return None
-
-
-def detect_pd(base_url: str) -> bool:
-    """True if ``base_url`` serves PD (see the module docstring for the rules)."""
-    for path in ("/server_info", "/get_server_info"):
-        answer = http_get(base_url + path)
-        if answer is None:
-            raise BenchError(f"nothing answers at {base_url}; start the server (invoke agg, or "
-                             "invoke prefill/decode/pd-router) or fix --base-url")
-        status, info = answer
-        if status == 200 and isinstance(info, dict):
-            pd = _pd_from_info(info)
-            if pd is not None:
-                return pd
-            if path == "/server_info":
-                return False  # a server_info without PD fields: an aggregated server
-    # No worker's server_info: a router (sglang-router answers /get_server_info with its own
-    # counters, smg and others 404); this project only starts routers in front of PD workers.
-    return True
-
-
-def detect_target(settings: Settings, base_url: str | None, pd: bool | None) -> Target:
-    """The URL to benchmark and its PD-ness, given what the user said (None: detect)."""
-    if base_url:
-        url = base_url.rstrip("/")
-        return Target(url, detect_pd(url) if pd is None else pd, "given URL")
-    router = f"http://{settings.router_host}:{settings.router_port}"
-    if http_get(router + "/health") is not None:
-        return Target(router, True if pd is None else pd, "router")
-    agg = f"http://{settings.agg_host}:{settings.agg_port}"
-    if http_get(agg + "/health") is None:
-        raise BenchError(f"nothing answers at the router ({router}) or the agg server ({agg}); "
-                         "start one (invoke agg, or invoke prefill/decode/pd-router) or give "
-                         "--base-url")
-    return Target(agg, False if pd is None else pd, "agg server")
 
 
 # ---- client setup -----------------------------------------------------------------------------
@@ -229,7 +150,8 @@ def client_setup(settings: Settings, *, dry_run: bool = False) -> ClientSetup:
         env["HF_HUB_OFFLINE"] = "1"
     if settings.hf_token is not None:
         env["HF_TOKEN"] = settings.hf_token.get_secret_value()  # gated tokenizers
-    return ClientSetup(extra, env, offline, tokenizer_local)
+    name = extra[1] if extra else settings.tokenizer_path or settings.model_path
+    return ClientSetup(extra, env, offline, tokenizer_local, name)
 
 
 def client_argv(settings: Settings, client: ClientSetup, *, target: Target, tag: str,
@@ -302,8 +224,9 @@ def failure_message(result: PointResult, client: ClientSetup) -> str:
     """One line saying why a point failed and what to do, plus the client's last lines."""
     last = tail(result.log)
     if not client.tokenizer_local and _HUB_FAILURE.search(last):
-        return ("the bench client could not load the tokenizer from the HF hub (not cached, hub "
-                "unreachable?); set TOKENIZER_PATH to a local tokenizer directory")
+        return (f"the bench client could not load the tokenizer {client.tokenizer!r} from the HF "
+                "hub (not cached here, hub unreachable?); set TOKENIZER_PATH to a local "
+                "tokenizer directory")
     why = result.outcome.error or "the client wrote no result row"
     return f"point {result.tag}: {why}; log {result.log}; last lines:\n{last}"
 
@@ -315,18 +238,20 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 
 
 def results_table(results: list[PointResult], title: str, num_prompts: int) -> Table:
-    """A rich table of measured points (one row each); ``limit`` marks a client-bound point."""
+    """A rich table of measured points; ``limit``: client-bound, ``full``: host saturated."""
     table = Table(title=title)
     table.add_column("tag", no_wrap=True)
-    for name in ("done", "out tok/s", "TTFT ms", "ITL ms", "E2E ms", "client CPU"):
+    for name in ("done", "out tok/s", "TTFT ms", "ITL ms", "E2E ms", "client CPU", "host CPU"):
         table.add_column(name, justify="right")
     for r in results:
         row = r.row or {}
         cpu = f"{r.outcome.cores:.0%}" + (" [red]limit[/red]" if r.client_limited else "")
+        busy = r.outcome.host_busy
+        host = f"{busy:.0%}" + (" [yellow]full[/yellow]" if busy >= HOST_SATURATED_SHARE else "")
         done = f"{row.get('completed', 0)}/{num_prompts}" if r.ok else "[red]failed[/red]"
         table.add_row(r.tag, done, _fmt(row.get("output_throughput")),
                       _fmt(row.get("mean_ttft_ms")), _fmt(row.get("mean_itl_ms")),
-                      _fmt(row.get("mean_e2e_latency_ms")), cpu)
+                      _fmt(row.get("mean_e2e_latency_ms")), cpu, host)
     return table
 
 
@@ -370,7 +295,7 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
     if dry_run:
         # A dry run never fails for want of a server: it shows the agg command then.
         target = (Target(base_url, bool(pd), "given URL") if base_url
-                  else _dry_run_target(settings, pd))
+                  else dry_run_target(settings, pd))
         for point in points:
             argv = client_argv(settings, client, target=target, output_file=output_file,
                                tag=point_tag(tag, point, len(points) == 1), point=point)
@@ -388,13 +313,6 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
     if failed:
         raise BenchError(failure_message(failed[0], client))
     return output_file
-
-
-def _dry_run_target(settings: Settings, pd: bool | None) -> Target:
-    try:
-        return detect_target(settings, None, pd)
-    except BenchError:
-        return Target(f"http://{settings.agg_host}:{settings.agg_port}", bool(pd), "agg server")
 
 
 def _run_points(settings: Settings, client: ClientSetup, target: Target,

@@ -15,7 +15,9 @@ Client CPU use is measured inside the worker with psutil over the client's reque
 span it reports as ``duration``), because the setup around it (tokenizer load, dataset
 generation, retokenizing for metrics) is CPU-bound and a fixed 1 s pause idles: either would
 skew the figure on short points. The Rust client runs the whole point in native code, so there
-the whole call is measured (phase ``whole``). The client's tokenizer is loaded once per worker.
+the whole call is measured (phase ``whole``). The share of the whole host's CPU that was busy
+over the same span is reported too: a saturated host starves the load generator even when the
+client itself is far from one core. The client's tokenizer is loaded once per worker.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class PointOutcome:
     measured_s: float
     phase: str  # "load": the request phase only; "whole": the whole client call
     seconds: float  # the whole client call, setup included
+    host_busy: float = 0.0  # share of all the host's cores busy while measured (0..1)
 
     @property
     def cores(self) -> float:
@@ -139,7 +142,7 @@ class BenchWorker:
         return PointOutcome(
             ok=bool(reply["ok"]), error=reply.get("error"), cpu_s=float(reply["cpu_s"]),
             measured_s=float(reply["measured_s"]), phase=str(reply["phase"]),
-            seconds=float(reply["seconds"]),
+            seconds=float(reply["seconds"]), host_busy=float(reply.get("host_busy", 0.0)),
         )
 
     def _read(self, point_log: Path | None = None) -> dict[str, Any]:
@@ -187,6 +190,19 @@ def _cpu_seconds() -> float:
     return float(times.user + times.system + times.children_user + times.children_system)
 
 
+def _host_idle_total() -> tuple[float, float]:
+    """(idle, total) CPU seconds of the whole host, every core."""
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return float(idle), float(sum(times))
+
+
+def _host_busy(before: tuple[float, float]) -> float:
+    idle, total = _host_idle_total()
+    span = total - before[1]
+    return 1.0 - (idle - before[0]) / span if span > 0 else 0.0
+
+
 def _instrument(serving: Any) -> None:
     """Hook the client's own functions to measure its request phase and reuse its tokenizer.
 
@@ -202,13 +218,17 @@ def _instrument(serving: Any) -> None:
     if get_request is not None and calculate_metrics is not None:
 
         def start_requests(*args: Any, **kwargs: Any) -> Any:
-            _measured.update(cpu0=_cpu_seconds(), t0=time.perf_counter())
+            idle, total = _host_idle_total()
+            _measured.update(cpu0=_cpu_seconds(), t0=time.perf_counter(), idle0=idle,
+                             total0=total)
             return get_request(*args, **kwargs)
 
         def end_requests(*args: Any, **kwargs: Any) -> Any:
             if "t0" in _measured:
-                _measured.update(cpu_s=_cpu_seconds() - _measured["cpu0"],
-                                 measured_s=time.perf_counter() - _measured["t0"])
+                _measured.update(
+                    cpu_s=_cpu_seconds() - _measured["cpu0"],
+                    measured_s=time.perf_counter() - _measured["t0"],
+                    host_busy=_host_busy((_measured["idle0"], _measured["total0"])))
             return calculate_metrics(*args, **kwargs)
 
         # run_benchmark()/benchmark() look these up in their module's globals at call time.
@@ -242,7 +262,7 @@ def _run_point(serving: Any, argv: list[str], log: Path) -> dict[str, Any]:
     _measured.clear()
     ok, error = True, None
     with _output_to(log):
-        cpu0, t0 = _cpu_seconds(), time.monotonic()
+        cpu0, t0, host0 = _cpu_seconds(), time.monotonic(), _host_idle_total()
         sys.argv = [_PROG, *argv]
         try:
             serving.cli_main()
@@ -252,11 +272,12 @@ def _run_point(serving: Any, argv: list[str], log: Path) -> dict[str, Any]:
         except Exception as exc:
             traceback.print_exc()
             ok, error = False, f"{type(exc).__name__}: {exc}"
-        cpu, seconds = _cpu_seconds() - cpu0, time.monotonic() - t0
+        cpu, seconds, host = _cpu_seconds() - cpu0, time.monotonic() - t0, _host_busy(host0)
     phase = "load" if "measured_s" in _measured else "whole"
     return {
         "event": "done", "ok": ok, "error": error, "seconds": seconds, "phase": phase,
         "cpu_s": _measured.get("cpu_s", cpu), "measured_s": _measured.get("measured_s", seconds),
+        "host_busy": _measured.get("host_busy", host),
     }
 
 

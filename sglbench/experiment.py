@@ -27,7 +27,6 @@ from sglbench import lifecycle
 from sglbench.bench import (
     ClientSetup,
     PointResult,
-    Target,
     client_setup,
     failure_message,
     results_table,
@@ -47,6 +46,7 @@ from sglbench.metadata import (
 )
 from sglbench.settings import Settings
 from sglbench.specs import Mode, SweepPoint, sweep_points
+from sglbench.target import Target
 
 PointHook = Callable[[PointResult], None]
 
@@ -136,6 +136,7 @@ def point_record(mode: RunMode, result: PointResult, *, num_prompts: int, starte
         "error": None if result.ok else (o.error or "no result row"),
         "client_cpu_cores": round(o.cores, 3), "client_cpu_phase": o.phase,
         "client_limited": result.client_limited, "client_seconds": round(o.seconds, 2),
+        "host_cpu_busy": round(o.host_busy, 3),
         "started": started, "ended": now(),
         "log": str(result.log.relative_to(run_dir)) if result.log.is_relative_to(run_dir)
         else str(result.log),

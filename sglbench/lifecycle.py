@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -24,6 +25,9 @@ from sglbench.runtime import Instance, Runtime, runtime_for
 from sglbench.runtime.process import ProcessRuntime
 from sglbench.settings import ROLES, Role, Settings
 from sglbench.specs import Mode, RouterSpec, ServerSpec, router_spec, server_specs
+
+if TYPE_CHECKING:
+    from sglbench.runtime.docker import DockerRuntime
 
 MODE_ROLES: dict[Mode, tuple[Role, ...]] = {"agg": ("agg",), "pd": ("prefill", "decode")}
 
@@ -125,10 +129,11 @@ def down(settings: Settings, console: Console) -> int:
             stopped += 1
         else:
             console.print(f"{record.name} had already exited (pid {record.pid})")
-    for runtime, spec in _docker_specs(settings):
-        if runtime.stop(spec):
-            console.print(f"stopped {spec.name} (docker)")
-            stopped += 1
+    if any(settings.role_runtime(role) == "docker" for role in ROLES):
+        removed = _docker_runtime(settings).stop_all()
+        if removed:
+            console.print(f"stopped and removed {removed} container(s) of ours (docker)")
+        stopped += removed
     if stopped == 0:
         console.print("nothing of ours was running")
     return stopped
@@ -168,9 +173,10 @@ def _stop_roles(settings: Settings, roles: list[Role]) -> None:
             runtime_for(settings, spec.runtime).stop(spec)
 
 
-def _docker_specs(settings: Settings) -> list[tuple[Runtime, ServerSpec]]:
-    specs = [s for role in ROLES for s in server_specs(settings, role) if s.runtime == "docker"]
-    if not specs:
-        return []
-    docker = runtime_for(settings, "docker")
-    return [(docker, spec) for spec in specs]
+def _docker_runtime(settings: Settings) -> DockerRuntime:
+    """The docker runtime itself (``down`` uses ``stop_all``: containers of older settings too)."""
+    runtime = runtime_for(settings, "docker")
+    from sglbench.runtime.docker import DockerRuntime  # loaded by runtime_for just now
+
+    assert isinstance(runtime, DockerRuntime)
+    return runtime

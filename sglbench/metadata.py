@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import sglbench
-from sglbench.bench import http_get
 from sglbench.errors import ResultsError
 from sglbench.lifecycle import MODE_ROLES
 from sglbench.settings import ROLES, Settings, is_secret, public_settings
 from sglbench.specs import Mode, server_specs
+from sglbench.target import http_get
 
 METADATA_FILE = "metadata.json"
 _PACKAGES = ("sglang", "sglang-router", "smg", "sglbench")

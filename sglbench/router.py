@@ -81,10 +81,10 @@ def run_router_foreground(settings: Settings, *, run_id: str, console: Console) 
     """Start the router, show its log until it exits; Ctrl-C stops it. Returns its exit code."""
     runtime = ProcessRuntime(settings)
     start_router(settings, run_id=run_id, console=console, runtime=runtime)
-    console.print("router running in the foreground; Ctrl-C stops it")
     interrupted = False
     try:
         with _sigterm_as_interrupt():
+            console.print("router running in the foreground; Ctrl-C stops it")
             for line in follow_router_log(runtime):
                 console.print(line, markup=False, highlight=False)
     except KeyboardInterrupt:

@@ -24,6 +24,8 @@ def pull_image(settings: Settings, console: Console, roles: Iterable[Role] = ROL
     engines: dict[str, str] = {}
     for role in docker_roles(settings, roles):
         engines.setdefault(getattr(settings, f"{role}_docker_host"), endpoint_key(role))
+    if not engines:
+        console.print("no role uses the docker runtime (RUNTIME=process): nothing to pull")
     for endpoint, key in engines.items():
         client = connect(endpoint, key)
         try:

@@ -315,6 +315,9 @@ async def run_server(args: SimArgs, stopped: asyncio.Event | None = None) -> int
         await _become_ready(service, args.sim_startup_delay, stop)
         await stop.wait()
     finally:
+        if stop.is_set():
+            log.info("stopping")
+        await service.engine.stop()  # open streams end at once instead of holding shutdown
         for runner in reversed(runners):
             await runner.cleanup()
         await service.close()
@@ -323,7 +326,8 @@ async def run_server(args: SimArgs, stopped: asyncio.Event | None = None) -> int
 
 async def _start_runner(app: web.Application) -> web.AppRunner:
     # No access log: one line per request would cost more than the simulated work itself.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    # Handler cancellation: a client that goes away aborts its request, as in SGLang.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handler_cancellation=True)
     await runner.setup()
     return runner
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from sglbench.sim import timing
-from sglbench.sim.bootstrap import BootstrapClient, KvTransferError, RoomRegistry
+from sglbench.sim.bootstrap import BootstrapClient, KvTransferError, RoomRegistry, RoomState
 from sglbench.sim.cli import SimArgs
 from sglbench.sim.engine import Engine, GenRequest, TokenEvent
 from sglbench.sim.tokenizer import SimTokenizer
@@ -138,31 +138,36 @@ class SimService:
                 server got a request without bootstrap information.
             ServerFailure: injected failure, or the KV never arrived from the prefill.
         """
-        if not self.ready:
-            raise NotReady("the server is starting; poll /health_generate until it answers 200")
-        if self.args.sim_fail_rate > 0 and self._fail_rng.random() < self.args.sim_fail_rate:
-            raise ServerFailure("Internal server error (injected by --sim-fail-rate)")
-        words = self._rng.choices(range(len(self.tokenizer.output.ids)), k=job.max_new_tokens)
         role = self.args.disaggregation_mode
-        if role == "decode":
-            await self._wait_for_kv(job)
+        stream = None
         try:
-            stream = self.engine.generate(
-                GenRequest(job.rid, job.prompt_len, job.max_new_tokens, kv_ready=role == "decode")
-            )
-        except ValueError as exc:
-            self._mark_room(job, "failed")
-            raise BadRequest(str(exc)) from exc
-        try:
+            self._admit(job)
+            words = self._rng.choices(range(len(self.tokenizer.output.ids)), k=job.max_new_tokens)
+            if role == "decode":
+                await self._wait_for_kv(job)
+            try:
+                stream = self.engine.generate(
+                    GenRequest(job.rid, job.prompt_len, job.max_new_tokens, role == "decode")
+                )
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from exc
             async for event in stream:
                 if role == "prefill":
                     await self._transfer_kv(job, event)
                 yield self._token(event, words)
         except BaseException:
-            self._mark_room(job, "failed")
+            self._mark_room(job, "failed")  # a decode server waiting for this room stops now
             raise
         finally:
-            await stream.aclose()
+            if stream is not None:
+                await stream.aclose()  # aborts the request in the engine if it is not done
+
+    def _admit(self, job: Job) -> None:
+        """Refuse a job before any work: still starting, or an injected failure."""
+        if not self.ready:
+            raise NotReady("the server is starting; poll /health_generate until it answers 200")
+        if self.args.sim_fail_rate > 0 and self._fail_rng.random() < self.args.sim_fail_rate:
+            raise ServerFailure("Internal server error (injected by --sim-fail-rate)")
 
     def _token(self, event: TokenEvent, words: list[int]) -> Token:
         out = self.tokenizer.output
@@ -200,12 +205,12 @@ class SimService:
         delay = event.deadline + seconds * self.args.sim_time_scale - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        job.kv_at = loop.time()
         self._mark_room(job, "done")
+        job.kv_at = loop.time()  # after marking: a later failure must not undo "done"
 
-    def _mark_room(self, job: Job, state: str) -> None:
-        if self.rooms is not None and job.bootstrap is not None:
-            self.rooms.mark(job.bootstrap.room, "done" if state == "done" else "failed")
+    def _mark_room(self, job: Job, state: RoomState) -> None:
+        if self.rooms is not None and job.bootstrap is not None and job.kv_at is None:
+            self.rooms.mark(job.bootstrap.room, state)
 
     def finished(self, job: Job) -> None:
         """Account one answered job: trace line and ``--sim-fail-after``."""

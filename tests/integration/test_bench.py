@@ -16,10 +16,11 @@ import pytest
 from rich.console import Console
 
 from sglbench import lifecycle
-from sglbench.bench import detect_pd, run_bench
+from sglbench.bench import run_bench
 from sglbench.errors import BenchError
 from sglbench.settings import Settings, load_settings
 from sglbench.specs import server_specs
+from sglbench.target import detect_pd
 from tests.conftest import REPO, Procs, free_port
 
 pytestmark = pytest.mark.integration

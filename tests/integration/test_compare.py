@@ -20,10 +20,10 @@ import psutil
 import pytest
 
 from sglbench import lifecycle
-from sglbench.bench import http_get
 from sglbench.experiment import compare
 from sglbench.settings import Settings, display_value
 from sglbench.specs import server_specs
+from sglbench.target import http_get
 from tests.conftest import REPO, offline_env
 from tests.integration.test_bench import (
     loopback_settings,

@@ -6,30 +6,41 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from transformers import AutoTokenizer
 
 from sglbench.errors import ConfigError
-from sglbench.sim.tokenizer import ensure_offline_tokenizer, load_tokenizer
+from sglbench.sim.tokenizer import SimTokenizer, ensure_offline_tokenizer, load_tokenizer
 
 pytestmark = pytest.mark.integration
 
 
-def test_offline_tokenizer_gives_qwen_ids_and_loads_in_transformers(tokenizer_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def hf(tokenizer_dir: Path) -> Any:
+    """The directory loaded the way the bench client loads ``--tokenizer``."""
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+
+
+@pytest.fixture(scope="module")
+def sim(tokenizer_dir: Path) -> SimTokenizer:
+    return load_tokenizer(str(tokenizer_dir), None)
+
+
+def test_offline_tokenizer_gives_qwen_ids_and_loads_in_transformers(
+    tokenizer_dir: Path, hf: Any, sim: SimTokenizer
+) -> None:
     started = time.monotonic()
     assert ensure_offline_tokenizer(tokenizer_dir) == tokenizer_dir  # cached: no rebuild
     assert time.monotonic() - started < 1.0
-    hf = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     # Qwen2/Qwen2.5 ids: "Hello" 9707, " world" 1879, "<|im_end|>" 151645.
     assert hf.encode("Hello world<|im_end|>") == [9707, 1879, 151645]
     text = "Grüße, 世界! def f(x): return x**2  # 3.14"
-    assert load_tokenizer(str(tokenizer_dir), None).encode(text) == hf.encode(text)
+    assert sim.encode(text) == hf.encode(text)
 
 
-def test_output_text_round_trips_through_the_clients_tokenizer(tokenizer_dir: Path) -> None:
-    sim = load_tokenizer(str(tokenizer_dir), None)
-    hf = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+def test_output_text_round_trips_through_the_clients_tokenizer(hf: Any, sim: SimTokenizer) -> None:
     rng = random.Random(3)
     picks = [rng.randrange(len(sim.output.ids)) for _ in range(3000)]
     ids = [sim.output.ids[p] for p in picks]

@@ -8,10 +8,12 @@ import huggingface_hub.constants
 import pytest
 
 from sglbench import bench
+from sglbench import target as target_module
 from sglbench.benchworker import PointOutcome, tail
 from sglbench.errors import ConfigError
 from sglbench.settings import Settings, load_settings
 from sglbench.specs import sweep_points
+from sglbench.target import Target
 
 
 def make(**keys: str) -> Settings:
@@ -80,7 +82,7 @@ def test_the_token_reaches_the_client_but_never_the_shown_command(tmp_path: Path
                     HF_TOKEN="hf_supersecret")  # fmt: skip
     client = bench.client_setup(settings)
     assert client.env["HF_TOKEN"] == "hf_supersecret"
-    target = bench.Target("http://127.0.0.1:1", False, "agg server")
+    target = Target("http://127.0.0.1:1", False, "agg server")
     argv = bench.client_argv(settings, client, target=target, tag="t",
                              output_file=tmp_path / "t.jsonl", point=sweep_points(settings)[0])
     line = bench.shell_line(client, argv)
@@ -95,9 +97,9 @@ def test_agg_and_pd_get_the_same_workload_flags(tmp_path: Path, ignore_eos: str)
     client = bench.client_setup(settings, dry_run=True)
     point = sweep_points(settings)[0]
     out = tmp_path / "x.jsonl"
-    agg = bench.client_argv(settings, client, target=bench.Target("http://a:1", False, ""),
+    agg = bench.client_argv(settings, client, target=Target("http://a:1", False, ""),
                             tag="t", output_file=out, point=point)
-    pd = bench.client_argv(settings, client, target=bench.Target("http://a:1", True, ""),
+    pd = bench.client_argv(settings, client, target=Target("http://a:1", True, ""),
                            tag="t", output_file=out, point=point)
     # SGLang 0.5.23's client ignores EOS unless told --disable-ignore-eos.
     assert ("--disable-ignore-eos" in agg) == (ignore_eos == "false")
@@ -140,3 +142,29 @@ def test_tail_keeps_the_last_lines_of_a_progress_bar_log(tmp_path: Path) -> None
     log.write_text("a\r b\r c\n\nerror: boom\n")
     assert tail(log, 2) == " c\nerror: boom"
     assert tail(tmp_path / "missing.log") == ""
+
+
+def test_a_hub_failure_of_the_client_names_the_tokenizer_and_the_fix(tmp_path: Path) -> None:
+    settings = make(BENCH_DATASET="random-ids")
+    client = bench.client_setup(settings)
+    log = tmp_path / "p.log"
+    # The last lines SGLang 0.5.23's client prints when the hub is unreachable (measured).
+    log.write_text("  File \".../transformers/utils/hub.py\", line 620, in cached_files\n"
+                   "OSError: We couldn't connect to 'https://huggingface.co' to load the files, "
+                   "and couldn't find them in the cached files.\n")
+    outcome = PointOutcome(ok=False, error="the bench client exited with 1", cpu_s=0.0,
+                           measured_s=0.0, phase="whole", seconds=1.0)  # fmt: skip
+    result = bench.PointResult(sweep_points(settings)[0], "t", outcome, None, False, log)
+    message = bench.failure_message(result, client)
+    assert "'Qwen/Qwen2.5-3B-Instruct'" in message and "TOKENIZER_PATH" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("info", "pd"), [
+    ({"disaggregation_mode": "null", "model_path": "m"}, False),   # agg worker
+    ({"disaggregation_mode": "decode"}, True),                     # a PD worker
+    ({"prefill": [{}], "decode": [{}], "internal_states": []}, True),  # MiniLB
+    ({"router_manager": True, "workers_count": 2}, None),          # sglang-router: no answer
+])  # fmt: skip
+def test_server_info_bodies_say_pd_or_not(info: dict[str, object], pd: bool | None) -> None:
+    assert target_module._pd_from_info(info) is pd

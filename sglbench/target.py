@@ -1,0 +1,103 @@
+"""Where the bench client sends its load, and whether that is a PD deployment.
+
+Target: an explicit base URL, else the router at ROUTER_HOST:ROUTER_PORT when it answers (PD),
+else the aggregated server at AGG_HOST:AGG_PORT; nothing answering is a BenchError.
+
+PD detection for an explicit URL (``pd=None``), from what the URL answers:
+    /server_info (else /get_server_info) with ``disaggregation_mode``: a worker, PD unless null
+    /server_info or /get_server_info with ``prefill`` and ``decode`` lists: MiniLB, PD
+    /server_info 200 without either: an aggregated server
+    no worker's server_info (404, or the Rust router's own counters): a router, PD (the only
+    routers this project starts sit in front of PD workers)
+    nothing answers: BenchError
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from sglbench.errors import BenchError
+from sglbench.settings import Settings
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the client sends requests, and whether that is a PD deployment."""
+
+    base_url: str
+    pd: bool
+    what: str  # for people: "router", "agg server", "given URL"
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url: str, timeout: float = 3.0) -> tuple[int, Any] | None:
+    """GET ``url`` (never through a proxy): (status, JSON body or None), None if no answer."""
+    try:
+        with _NO_PROXY.open(url, timeout=timeout) as resp:
+            status, body = int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except (urllib.error.URLError, OSError):
+        return None
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, None
+
+
+def _pd_from_info(info: dict[str, Any]) -> bool | None:
+    """PD-ness from a server_info body; None when the body does not say."""
+    if "disaggregation_mode" in info:  # an SGLang worker (or the simulator)
+        return str(info["disaggregation_mode"]).lower() not in ("null", "none")
+    if "prefill" in info and "decode" in info:  # MiniLB's aggregate
+        return True
+    return None
+
+
+def detect_pd(base_url: str) -> bool:
+    """True if ``base_url`` serves PD (see the module docstring for the rules)."""
+    for path in ("/server_info", "/get_server_info"):
+        answer = http_get(base_url + path)
+        if answer is None:
+            raise BenchError(f"nothing answers at {base_url}; start the server (invoke agg, or "
+                             "invoke prefill/decode/pd-router) or fix --base-url")
+        status, info = answer
+        if status == 200 and isinstance(info, dict):
+            pd = _pd_from_info(info)
+            if pd is not None:
+                return pd
+            if path == "/server_info":
+                return False  # a server_info without PD fields: an aggregated server
+    # No worker's server_info: a router (sglang-router answers /get_server_info with its own
+    # counters, smg and others 404); this project only starts routers in front of PD workers.
+    return True
+
+
+def detect_target(settings: Settings, base_url: str | None, pd: bool | None) -> Target:
+    """The URL to benchmark and its PD-ness, given what the user said (None: detect)."""
+    if base_url:
+        url = base_url.rstrip("/")
+        return Target(url, detect_pd(url) if pd is None else pd, "given URL")
+    router = f"http://{settings.router_host}:{settings.router_port}"
+    if http_get(router + "/health") is not None:
+        return Target(router, True if pd is None else pd, "router")
+    agg = f"http://{settings.agg_host}:{settings.agg_port}"
+    if http_get(agg + "/health") is None:
+        raise BenchError(f"nothing answers at the router ({router}) or the agg server ({agg}); "
+                         "start one (invoke agg, or invoke prefill/decode/pd-router) or give "
+                         "--base-url")
+    return Target(agg, False if pd is None else pd, "agg server")
+
+
+def dry_run_target(settings: Settings, pd: bool | None) -> Target:
+    """``detect_target`` that never fails: a dry run shows the agg command when nothing runs."""
+    try:
+        return detect_target(settings, None, pd)
+    except BenchError:
+        return Target(f"http://{settings.agg_host}:{settings.agg_port}", bool(pd), "agg server")

@@ -27,7 +27,7 @@ from rich.table import Table
 from sglbench import lifecycle
 from sglbench.errors import ConfigError, SglbenchError
 from sglbench.settings import ENV_FILE_VAR, LoadedSettings, Role, Settings, load_settings
-from sglbench.specs import Mode
+from sglbench.specs import Mode, sweep_points
 
 # Repeatable options (--set, --path): invoke gives a list, or None when not given.
 Sets = Sequence[str] | None
@@ -295,7 +295,11 @@ def compare_task(settings: Settings, modes: str, resume: str, force: bool, dry_r
     """Body shared by compare and demo."""
     mode_list = parse_modes(modes)
     if dry_run:
-        print_lines([line for m in mode_list for line in lifecycle.describe_mode(settings, m)])
+        points = len(sweep_points(settings))
+        for mode in mode_list:
+            print_lines(lifecycle.describe_mode(settings, mode))
+            print(f"# bench {mode}: {points} sweep point(s); `invoke bench --dry-run` shows the "
+                  "client command")  # fmt: skip
         return Path(settings.results_dir)
     from sglbench.experiment import compare
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +30,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_sim(port: int, trace: Path, extra: list[str]) -> subprocess.Popen[bytes]:
+def start_sim(port: int, trace: Path, extra: list[str], pin: bool) -> subprocess.Popen[bytes]:
+    """Start the simulator and wait (with a deadline) until /health_generate answers 200."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     argv = [
         sys.executable,
@@ -64,6 +66,9 @@ def start_sim(port: int, trace: Path, extra: list[str]) -> subprocess.Popen[byte
         *extra,
     ]
     proc = subprocess.Popen(argv, cwd=REPO, env=env)
+    if pin:  # server on CPU 0, this client on CPU 1: they stop stealing each other's core
+        os.sched_setaffinity(proc.pid, {0})
+        os.sched_setaffinity(0, {1})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -142,56 +147,69 @@ async def run_level(
     return streams
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def read_trace(path: Path, rids: set[str], timeout: float = 10.0) -> dict[str, dict[str, Any]]:
+    """The trace records of ``rids``; a record is written just after its last event."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text("utf-8").splitlines()
+        trace = {r["rid"]: r for r in map(json.loads, lines) if r["rid"] in rids}
+        if len(trace) == len(rids) or time.monotonic() > deadline:
+            return trace
+        time.sleep(0.05)
 
 
-def report(concurrency: int, streams: list[Stream], trace: dict[str, dict[str, object]]) -> None:
-    itl_err: list[float] = []
-    itl_client: list[float] = []
-    itl_intended: list[float] = []
-    ttft_client: list[float] = []
-    ttft_intended: list[float] = []
-    lag: list[float] = []
-    server_lag: list[float] = []
+@dataclass
+class Samples:
+    """Per token gap and per request measurements of one level, in seconds."""
+
+    itl_client: list[float] = field(default_factory=list)
+    itl_intended: list[float] = field(default_factory=list)
+    ttft_client: list[float] = field(default_factory=list)
+    ttft_intended: list[float] = field(default_factory=list)
+    lag: list[float] = field(default_factory=list)
+    server_lag: list[float] = field(default_factory=list)
+
+
+def collect(streams: list[Stream], trace: dict[str, dict[str, Any]]) -> Samples:
+    """Match the client's timestamps with the trace's deadlines, request by request."""
+    out = Samples()
     for s in streams:
         rec = trace[s.rid]
-        deadlines = [float(d) for d in rec["deadlines"]]  # type: ignore[attr-defined]
-        sent = [float(d) for d in rec["sent"]]  # type: ignore[attr-defined]
+        deadlines = [float(d) for d in rec["deadlines"]]
         if len(deadlines) != len(s.received):
             raise SystemExit(f"{s.rid}: {len(s.received)} events, {len(deadlines)} deadlines")
-        ttft_client.append(s.received[0] - s.sent)
-        ttft_intended.append(deadlines[0] - float(rec["arrival"]))  # type: ignore[arg-type]
-        for i in range(1, len(deadlines)):
-            got = s.received[i] - s.received[i - 1]
-            meant = deadlines[i] - deadlines[i - 1]
-            itl_client.append(got)
-            itl_intended.append(meant)
-            itl_err.append(got - meant)
-        lag += [r - d for r, d in zip(s.received, deadlines, strict=True)]
-        server_lag += [w - d for w, d in zip(sent, deadlines, strict=True)]
-    ms = 1e3
-    print(f"\n== {concurrency} concurrent streams, {len(itl_err)} token gaps ==")
+        out.ttft_client.append(s.received[0] - s.sent)
+        out.ttft_intended.append(deadlines[0] - float(rec["arrival"]))
+        out.itl_client += [b - a for a, b in itertools.pairwise(s.received)]
+        out.itl_intended += [b - a for a, b in itertools.pairwise(deadlines)]
+        out.lag += [r - d for r, d in zip(s.received, deadlines, strict=True)]
+        out.server_lag += [float(w) - d for w, d in zip(rec["sent"], deadlines, strict=True)]
+    return out
+
+
+def report(concurrency: int, m: Samples) -> None:
+    """Print one level's numbers (milliseconds)."""
+
+    def ms(values: list[float], q: float = 0.5) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3
+
+    err = [c - i for c, i in zip(m.itl_client, m.itl_intended, strict=True)]
+    abs_err = [abs(e) for e in err]
+    ttft_err = [c - i for c, i in zip(m.ttft_client, m.ttft_intended, strict=True)]
+    print(f"\n== {concurrency} concurrent streams, {len(err)} token gaps ==")
+    print(f"ITL  median: client {ms(m.itl_client):.3f} ms, intended {ms(m.itl_intended):.3f} ms")
     print(
-        f"ITL  client median {statistics.median(itl_client) * ms:7.3f} ms | intended median "
-        f"{statistics.median(itl_intended) * ms:7.3f} ms"
+        f"ITL  error (client - intended): median {ms(err):+.3f} ms; |error| median "
+        f"{ms(abs_err):.3f}, p90 {ms(abs_err, 0.9):.3f}, p99 {ms(abs_err, 0.99):.3f} ms"
     )
     print(
-        f"ITL  error (client - intended): median {statistics.median(itl_err) * ms:+.3f} ms, "
-        f"median |err| {statistics.median(abs(e) for e in itl_err) * ms:.3f} ms, "
-        f"p90 |err| {pct([abs(e) for e in itl_err], 0.9) * ms:.3f} ms, "
-        f"p99 |err| {pct([abs(e) for e in itl_err], 0.99) * ms:.3f} ms"
+        f"TTFT median: client {ms(m.ttft_client):.2f} ms, intended {ms(m.ttft_intended):.2f} ms,"
+        f" error {ms(ttft_err):+.2f} ms"
     )
     print(
-        f"TTFT client median {statistics.median(ttft_client) * ms:7.2f} ms | intended median "
-        f"{statistics.median(ttft_intended) * ms:7.2f} ms | median error "
-        f"{statistics.median(c - i for c, i in zip(ttft_client, ttft_intended, strict=True)) * ms:+.2f} ms"
-    )  # noqa: E501
-    print(
-        f"lag (received - deadline): median {statistics.median(lag) * ms:.3f} ms, "
-        f"p99 {pct(lag, 0.99) * ms:.3f} ms; server write lag median "
-        f"{statistics.median(server_lag) * ms:.3f} ms, p99 {pct(server_lag, 0.99) * ms:.3f} ms"
+        f"lag (received - deadline): median {ms(m.lag):.3f} ms, p99 {ms(m.lag, 0.99):.3f} ms;"
+        f" server write lag median {ms(m.server_lag):.3f} ms, p99 {ms(m.server_lag, 0.99):.3f} ms"
     )
 
 
@@ -200,6 +218,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=128)
+    parser.add_argument("--pin", action="store_true", help="server on CPU 0, client on CPU 1")
     parser.add_argument(
         "--sim-arg",
         action="append",
@@ -210,17 +229,15 @@ def main() -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         trace_path = Path(tmp) / "trace.jsonl"
-        sim = start_sim(port, trace_path, args.sim_arg)
+        sim = start_sim(port, trace_path, args.sim_arg, args.pin)
         try:
             asyncio.run(run_level(port, 4, args.input_len, 8, "warmup"))
             for level in args.concurrency:
                 streams = asyncio.run(
                     run_level(port, level, args.input_len, args.output_len, f"c{level}")
                 )
-                time.sleep(0.2)  # let the last trace lines be flushed
-                lines = trace_path.read_text("utf-8").splitlines()
-                trace = {r["rid"]: r for r in map(json.loads, lines)}
-                report(level, streams, trace)
+                trace = read_trace(trace_path, {s.rid for s in streams})
+                report(level, collect(streams, trace))
         finally:
             sim.terminate()
             sim.wait(15)

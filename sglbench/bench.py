@@ -217,7 +217,8 @@ def run_point(worker: BenchWorker, settings: Settings, client: ClientSetup, *, t
                                phase="whole", seconds=0.0)
     rows = [r for r in _appended_rows(output_file, offset) if r.get("tag") == tag]
     row = rows[-1] if rows else None
-    return PointResult(point, tag, outcome, row, client_limited(outcome.cores, settings), log)
+    limited = row is not None and client_limited(outcome.cores, settings)
+    return PointResult(point, tag, outcome, row, limited, log)
 
 
 def failure_message(result: PointResult, client: ClientSetup) -> str:
@@ -228,7 +229,9 @@ def failure_message(result: PointResult, client: ClientSetup) -> str:
                 "hub (not cached here, hub unreachable?); set TOKENIZER_PATH to a local "
                 "tokenizer directory")
     why = result.outcome.error or "the client wrote no result row"
-    return f"point {result.tag}: {why}; log {result.log}; last lines:\n{last}"
+    if result.outcome.error and result.outcome.error in last:
+        return f"point {result.tag}: {why}; full output in {result.log}"  # its last line said it
+    return f"point {result.tag}: {why}; full output in {result.log}; last lines:\n{last}"
 
 
 def _fmt(value: Any, spec: str = ".1f") -> str:
@@ -248,6 +251,8 @@ def results_table(results: list[PointResult], title: str, num_prompts: int) -> T
         cpu = f"{r.outcome.cores:.0%}" + (" [red]limit[/red]" if r.client_limited else "")
         busy = r.outcome.host_busy
         host = f"{busy:.0%}" + (" [yellow]full[/yellow]" if busy >= HOST_SATURATED_SHARE else "")
+        if not r.ok:  # the CPU of a failed call measures its setup, not a load
+            cpu = host = "-"
         done = f"{row.get('completed', 0)}/{num_prompts}" if r.ok else "[red]failed[/red]"
         table.add_row(r.tag, done, _fmt(row.get("output_throughput")),
                       _fmt(row.get("mean_ttft_ms")), _fmt(row.get("mean_itl_ms")),

@@ -27,10 +27,12 @@ from sglbench import lifecycle
 from sglbench.bench import (
     ClientSetup,
     PointResult,
+    client_argv,
     client_setup,
     failure_message,
     results_table,
     run_point,
+    shell_line,
     start_worker,
 )
 from sglbench.benchworker import BenchWorker
@@ -45,7 +47,7 @@ from sglbench.metadata import (
     write_metadata,
 )
 from sglbench.settings import Settings
-from sglbench.specs import Mode, SweepPoint, sweep_points
+from sglbench.specs import Mode, SweepPoint, router_spec, server_specs, sweep_points
 from sglbench.target import Target
 
 PointHook = Callable[[PointResult], None]
@@ -281,6 +283,23 @@ class _Run:
         self.save()
 
 
+def describe_compare(settings: Settings, modes: Sequence[str]) -> list[str]:
+    """What ``compare`` would run (``--dry-run``): each mode's servers, then its client lines."""
+    client = client_setup(settings, dry_run=True)
+    lines: list[str] = []
+    run_dir = Path(settings.results_dir) / "<run-id>"
+    for mode in run_modes(settings, modes):
+        lines += lifecycle.describe_mode(settings, mode.kind)
+        url = (server_specs(settings, "agg")[0].url if mode.kind == "agg"
+               else router_spec(settings).url)
+        target = Target(url, mode.kind == "pd", mode.name)
+        for point in unique_points(settings):
+            argv = client_argv(settings, client, target=target, tag=point_tag(mode, point),
+                               output_file=run_dir / f"{mode.name}.jsonl", point=point)
+            lines.append(f"# bench {point_tag(mode, point)}\n{shell_line(client, argv)}")
+    return lines
+
+
 def compare(settings: Settings, *, modes: Sequence[str], resume: str | None = None,
             force: bool = False, console: Console | None = None,
             on_point: PointHook | None = None) -> Path:
@@ -321,7 +340,9 @@ def compare(settings: Settings, *, modes: Sequence[str], resume: str | None = No
         raise
     finally:
         run.close(interrupted)
-    if run.results:
+    if not run.results:
+        console.print(f"every point of run {meta['run_id']} is already measured")
+    else:
         console.print(results_table(run.results, f"run {meta['run_id']}",
                                     settings.bench_num_prompts))
     if run.failures:

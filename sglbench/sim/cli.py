@@ -41,6 +41,7 @@ class SimArgs:
     max_total_tokens: int | None = None
     chunked_prefill_size: int | None = None
     random_seed: int | None = None
+    stream_interval: int = 1
     disaggregation_mode: Role = "null"
     disaggregation_bootstrap_port: int = 8998
     disaggregation_transfer_backend: str = "mooncake"
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--max-total-tokens", type=int, default=None)
     sg.add_argument("--chunked-prefill-size", type=int, default=None)
     sg.add_argument("--random-seed", type=int, default=None)
+    sg.add_argument("--stream-interval", type=int, default=1)
     sg.add_argument("--disaggregation-mode", choices=ROLES, default="null")
     sg.add_argument("--disaggregation-bootstrap-port", type=int, default=8998)
     sg.add_argument("--disaggregation-transfer-backend", default="mooncake")
@@ -176,6 +178,7 @@ def _validate(a: SimArgs) -> None:
     ):
         _check(1 <= port <= 65535, flag, port, "a TCP port in 1..65535")
     _check(a.tp_size >= 1, "--tp-size", a.tp_size, ">= 1")
+    _check(a.stream_interval >= 1, "--stream-interval", a.stream_interval, ">= 1")
     frac = a.mem_fraction_static
     _check(frac is None or 0 < frac <= 1, "--mem-fraction-static", frac, "in (0, 1]")
     runs = a.max_running_requests

@@ -52,7 +52,7 @@ def server_args(args: SimArgs) -> dict[str, Any]:
         "max_total_tokens": args.max_total_tokens,
         "chunked_prefill_size": args.chunked_prefill_size or DEFAULT_CHUNKED_PREFILL_SIZE,
         "schedule_policy": "fcfs",
-        "stream_interval": 1,
+        "stream_interval": args.stream_interval,
         "stream_output": False,
         "random_seed": args.random_seed if args.random_seed is not None else args.sim_seed,
         "skip_server_warmup": False,
@@ -70,15 +70,17 @@ def server_info(args: SimArgs, engine: Engine) -> dict[str, Any]:
     stats = engine.stats()
     profile = engine.profile
     context = profile.model.max_context
+    # SGLang reports resolved values; smg reads max_running_requests for PD admission.
+    resolved = {**server_args(args), "max_running_requests": engine.max_running_requests}
     internal = {
-        **server_args(args),
+        **resolved,
         "last_gen_throughput": stats.last_gen_throughput,
         "avg_spec_accept_length": None,  # no speculative decoding is simulated
         "effective_max_running_requests_per_dp": engine.max_running_requests,
         "memory_usage": {"token_capacity": engine.max_total_tokens},
     }
     return {
-        **server_args(args),
+        **resolved,
         "status": "ready",
         "max_total_num_tokens": engine.max_total_tokens,
         "max_req_input_len": min(context - 5, engine.max_total_tokens),

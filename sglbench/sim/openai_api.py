@@ -226,11 +226,18 @@ async def _stream(
     loop = asyncio.get_running_loop()
     resp = web.StreamResponse(headers=SSE_HEADERS)
     states = [TextState() for _ in jobs]
+    pending = [""] * len(jobs)
+    interval = service.args.stream_interval
     try:
         async with contextlib.aclosing(merged(service, jobs)) as tokens:
             async for i, token in tokens:
                 states[i].add(token)
-                chunk = shape.chunk(i, token.text, len(states[i].ids) == 1, token.finished)
+                pending[i] += token.text
+                if not token.finished and (token.index + 1) % interval:
+                    continue  # --stream-interval N: one chunk per N tokens
+                first = len(states[i].ids) <= interval
+                chunk = shape.chunk(i, pending[i], first, token.finished)
+                pending[i] = ""
                 if not resp.prepared:
                     await resp.prepare(request)
                 await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")

@@ -186,10 +186,13 @@ async def _stream_generate(
     loop = asyncio.get_running_loop()
     resp = web.StreamResponse(headers=SSE_HEADERS)
     chunks = [_NativeChunks(job, i if batch else None) for i, job in enumerate(jobs)]
+    interval = service.args.stream_interval
     try:
         async with contextlib.aclosing(merged(service, jobs)) as tokens:
             async for i, token in tokens:
                 event = chunks[i].event(token, loop.time())
+                if not token.finished and (token.index + 1) % interval:
+                    continue  # --stream-interval N: one event per N tokens, as in SGLang
                 if not resp.prepared:
                     await resp.prepare(request)
                 await resp.write(event)

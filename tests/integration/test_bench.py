@@ -113,3 +113,19 @@ def test_bench_with_nothing_running_says_what_to_start(tmp_path: Path) -> None:
     with pytest.raises(BenchError, match=r"nothing answers .*invoke agg"):
         run_bench(settings, tag="x", console=recording_console()[0])
     assert not (Path(settings.results_dir) / "x.jsonl").exists()
+
+
+def test_a_failing_server_gives_a_bench_error_with_the_clients_last_lines(
+    procs: Procs, tmp_path: Path, tokenizer_dir: Path
+) -> None:
+    sim = procs.sim("--host", "127.0.0.1", "--sim-fail-rate", "1.0", wait=False)
+    sim.wait_ready("/health")
+    settings = loopback_settings(tmp_path, BENCH_MAX_CONCURRENCY="4",
+                                 TOKENIZER_PATH=str(tokenizer_dir))  # fmt: skip
+    with pytest.raises(BenchError) as err:
+        run_bench(settings, tag="broken", base_url=sim.url, pd=False,
+                  console=recording_console()[0])  # fmt: skip
+    message = str(err.value)
+    assert message.startswith("point broken: ")
+    assert "Warmup failed" in message  # the client's own words, from its log
+    assert not (Path(settings.results_dir) / "broken.jsonl").exists()

@@ -206,8 +206,8 @@ def test_openai_bad_request_is_a_400(sim: Proc) -> None:
         client.completions.create(model="qwen-sim", prompt="x", max_tokens=-1)
 
 
-def test_startup_delay_answers_503_then_200(procs: Procs) -> None:
-    proc = procs.sim("--sim-startup-delay", "4", wait=False)
+def test_startup_delay_then_ready_and_stream_interval(procs: Procs) -> None:
+    proc = procs.sim("--sim-startup-delay", "4", "--stream-interval", "4", wait=False)
     deadline = time.monotonic() + 30
     statuses: list[int | None] = []
     while time.monotonic() < deadline and 200 not in statuses:
@@ -216,6 +216,10 @@ def test_startup_delay_answers_503_then_200(procs: Procs) -> None:
             assert post(proc.url + "/generate", {"input_ids": [1]})[0] == 503
         time.sleep(0.05)
     assert 503 in statuses and statuses[-1] == 200
+    # SGLang's --stream-interval: one event per 4 tokens, and always the last one.
+    body = {"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 10}, "stream": True}
+    events = [json.loads(e) for e in sse_events(post(proc.url + "/generate", body)[1])[:-1]]
+    assert [e["meta_info"]["completion_tokens"] for e in events] == [4, 8, 10]
 
 
 def test_decode_server_refuses_a_request_without_bootstrap(procs: Procs) -> None:

@@ -96,7 +96,15 @@ def test_agg_up_status_logs_down(project: Project) -> None:
     new_pid = project.pids()["sglang-agg"]
     assert new_pid != pid and not running(pid)
 
-    assert "stopped sglang-agg" in project.ok("down")
+    follow = subprocess.Popen([*INVOKE, "logs", "agg", "--follow"], cwd=REPO, env=project.env,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert "stopped sglang-agg" in project.ok("down")
+        # `logs --follow` ends by itself once the server has stopped, with its last words.
+        followed, _ = follow.communicate(timeout=30)
+    finally:
+        follow.kill()
+    assert follow.returncode == 0 and "[sim] ready" in followed
     assert not running(new_pid) and http_status(f"{url}/health") is None
     assert "nothing of ours" in project.ok("status")
     assert time.monotonic() - start < 60

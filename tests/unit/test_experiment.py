@@ -136,3 +136,16 @@ def test_two_runs_in_the_same_second_get_their_own_directories(tmp_path: Path) -
 def test_sweep_order_is_the_cross_product(tmp_path: Path) -> None:
     points = sweep_points(make(tmp_path, BENCH_INPUT_LEN="64,128", BENCH_MAX_CONCURRENCY="1,2"))
     assert [p.label for p in points][:2] == ["in64_out128_c1_rinf", "in64_out128_c2_rinf"]
+
+
+def test_a_dry_run_shows_servers_and_one_client_line_per_point(tmp_path: Path) -> None:
+    settings = make(tmp_path, SIMULATE="true", BENCH_DATASET="random-ids",
+                    BENCH_MAX_CONCURRENCY="8,32")  # fmt: skip
+    lines = experiment.describe_compare(settings, ["agg", "pd"])
+    bench_lines = [line for line in lines if line.startswith("# bench ")]
+    assert [line.split("\n")[0] for line in bench_lines] == [
+        "# bench agg_in512_out128_c8_rinf", "# bench agg_in512_out128_c32_rinf",
+        "# bench pd_in512_out128_c8_rinf", "# bench pd_in512_out128_c32_rinf"]
+    assert "--pd-separated" in bench_lines[2] and "--pd-separated" not in bench_lines[0]
+    assert f"--base-url http://{settings.router_host}:{settings.router_port}" in bench_lines[2]
+    assert not Path(settings.results_dir).exists()  # nothing written

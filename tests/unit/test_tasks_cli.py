@@ -84,7 +84,7 @@ def test_router_and_compare_dry_runs(env_file: Path, tmp_path: Path) -> None:
     assert " -m sglang_router.launch_router --mini-lb --pd-disaggregation --prefill " in router.out
     compare = invoke(env_file, "compare", "--dry-run")
     order = [line.split(" ")[1] for line in compare.out.splitlines() if line.startswith("# ")]
-    assert order == ["sglang-agg", "sglang-prefill", "sglang-decode", "router"]
+    assert order == ["sglang-agg", "bench", "sglang-prefill", "sglang-decode", "router", "bench"]
     assert invoke(env_file, "down", "--dry-run").code == 0
     assert invoke(env_file, "setup", "--dry-run").out.strip() == "make setup VENV=.venv"
     assert not (tmp_path / "run").exists()

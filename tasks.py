@@ -124,31 +124,37 @@ def config(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
 
 # --- servers and router ------------------------------------------------------------------------
 
-def up_role_task(role: Role, set_: Sequence[str] | None, dry_run: bool) -> None:
+PULL_HELP = "docker runtime: pull SGLANG_IMAGE first (with progress) on the role's engine"
+
+def up_role_task(role: Role, set_: Sequence[str] | None, dry_run: bool, pull: bool) -> None:
     """Body shared by agg, prefill and decode."""
     settings = load(set_).settings
     if dry_run:
         print_lines(lifecycle.describe_role(settings, role))
         return
+    if pull:
+        from sglbench.runtime.docker_pull import pull_image
+
+        pull_image(settings, console(), roles=[role])
     lifecycle.up_role(settings, role, run_id=lifecycle.new_run_id(), console=console())
 
 
-@sgl_task()
-def agg(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
+@sgl_task(pull=PULL_HELP)
+def agg(c: Context, set_: Sets = None, dry_run: bool = False, pull: bool = False) -> None:
     """Aggregated server (sglang.launch_server ... --mem-fraction-static 0.9); waits until ready."""
-    up_role_task("agg", set_, dry_run)
+    up_role_task("agg", set_, dry_run, pull)
 
 
-@sgl_task()
-def prefill(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
+@sgl_task(pull=PULL_HELP)
+def prefill(c: Context, set_: Sets = None, dry_run: bool = False, pull: bool = False) -> None:
     """Prefill server(s) (--disaggregation-mode prefill, bootstrap port); waits until ready."""
-    up_role_task("prefill", set_, dry_run)
+    up_role_task("prefill", set_, dry_run, pull)
 
 
-@sgl_task()
-def decode(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
+@sgl_task(pull=PULL_HELP)
+def decode(c: Context, set_: Sets = None, dry_run: bool = False, pull: bool = False) -> None:
     """Decode server(s) (--disaggregation-mode decode); waits until ready."""
-    up_role_task("decode", set_, dry_run)
+    up_role_task("decode", set_, dry_run, pull)
 
 
 @sgl_task(detach="run in the background and return once it routes to every worker")

@@ -12,7 +12,6 @@ Docker images: when a role runs in docker, ``versions`` gets ``image`` and ``ima
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.metadata
 import json
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import sglbench
-from sglbench.errors import ResultsError
+from sglbench.errors import ResultsError, SglbenchError
 from sglbench.lifecycle import MODE_ROLES
 from sglbench.settings import ROLES, Settings, is_secret, public_settings
 from sglbench.specs import Mode, server_specs
@@ -99,9 +98,13 @@ def versions(settings: Settings) -> dict[str, str | None]:
     found["sglbench"] = found["sglbench"] or sglbench.__version__  # a checkout, not installed
     if any(settings.role_runtime(role) == "docker" for role in ROLES):
         found["image"] = settings.sglang_image
-        with contextlib.suppress(ImportError, AttributeError):
+        try:
             docker = importlib.import_module("sglbench.runtime.docker")
             found.update(docker.image_versions(settings))
+        except (ImportError, AttributeError):
+            pass  # the docker runtime does not report image digests (yet)
+        except SglbenchError as exc:  # an engine that does not answer must not stop a run
+            found["image_digest"] = f"unknown ({exc})"
     return found
 
 

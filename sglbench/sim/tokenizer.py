@@ -97,6 +97,7 @@ def ensure_offline_tokenizer(path: Path | None = None) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         _build(scratch)
+        scratch.chmod(0o755)  # mkdtemp makes it private; other users may share the cache
         if target.exists():  # stale format: replace it
             shutil.rmtree(target, ignore_errors=True)
         try:

@@ -39,9 +39,13 @@ def test_bench_client_measures_what_the_model_intended(
     intended_itl = statistics.median(
         b - a for r in records for a, b in zip(r["deadlines"], r["deadlines"][1:], strict=False)
     ) * 1e3  # fmt: skip
+    print(  # shown with -s: the numbers behind the assertions
+        f"agg: client mean TTFT {row['mean_ttft_ms']:.1f} ms vs intended {intended_ttft:.1f} ms;"
+        f" client median ITL {row['median_itl_ms']:.2f} ms vs intended {intended_itl:.2f} ms"
+    )
     # A token cannot arrive before its deadline; the client's own connection and parsing
     # costs come on top, so TTFT may be later, but not by much on loopback.
-    assert intended_ttft * 0.95 <= row["mean_ttft_ms"] <= intended_ttft * 1.5 + 30
+    assert intended_ttft * 0.95 <= row["mean_ttft_ms"] <= intended_ttft * 1.5 + 50
     assert row["median_itl_ms"] == pytest.approx(intended_itl, rel=0.25, abs=1.5)
 
 

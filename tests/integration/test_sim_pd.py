@@ -108,7 +108,11 @@ def check_pd_run(row: dict[str, Any], pd: PdPair) -> None:
         assert d["deadlines"][0] >= prefill[d["bootstrap_room"]]["kv_at"]
     prefill_and_transfer = statistics.mean(r["kv_at"] - r["arrival"] for r in prefill.values())
     decode_only = statistics.mean(d["deadlines"][0] - d["kv_at"] for d in decode)
-    assert prefill_and_transfer > 3 * decode_only  # so the comparison below means something
+    print(  # shown with -s: the numbers behind the assertions
+        f"PD: client mean TTFT {row['mean_ttft_ms']:.1f} ms; modelled prefill+transfer"
+        f" {prefill_and_transfer * 1e3:.1f} ms; decode-only first token {decode_only * 1e3:.1f} ms"
+    )
+    assert prefill_and_transfer > 2 * decode_only  # so the comparison below means something
     assert row["mean_ttft_ms"] >= 0.95 * prefill_and_transfer * 1e3
 
 

@@ -130,10 +130,9 @@ def down(settings: Settings, console: Console) -> int:
         else:
             console.print(f"{record.name} had already exited (pid {record.pid})")
     if any(settings.role_runtime(role) == "docker" for role in ROLES):
-        removed = _docker_runtime(settings).stop_all()
-        if removed:
-            console.print(f"stopped and removed {removed} container(s) of ours (docker)")
-        stopped += removed
+        for name in _docker_runtime(settings).stop_all():
+            console.print(f"stopped {name} (docker, container removed)")
+            stopped += 1
     if stopped == 0:
         console.print("nothing of ours was running")
     return stopped

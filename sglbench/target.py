@@ -85,14 +85,22 @@ def detect_target(settings: Settings, base_url: str | None, pd: bool | None) -> 
         url = base_url.rstrip("/")
         return Target(url, detect_pd(url) if pd is None else pd, "given URL")
     router = f"http://{settings.router_host}:{settings.router_port}"
-    if http_get(router + "/health") is not None:
-        return Target(router, True if pd is None else pd, "router")
     agg = f"http://{settings.agg_host}:{settings.agg_port}"
+    # An explicit mode chooses the URL; only "auto" (None) looks at what answers.
+    if pd is not None:
+        url, what = (router, "router") if pd else (agg, "agg server")
+        if http_get(url + "/health") is None:
+            raise BenchError(f"nothing answers at the {what} ({url}); start it "
+                             f"({'invoke prefill/decode/pd-router' if pd else 'invoke agg'}) "
+                             "or give --base-url")
+        return Target(url, pd, what)
+    if http_get(router + "/health") is not None:
+        return Target(router, True, "router")
     if http_get(agg + "/health") is None:
         raise BenchError(f"nothing answers at the router ({router}) or the agg server ({agg}); "
                          "start one (invoke agg, or invoke prefill/decode/pd-router) or give "
                          "--base-url")
-    return Target(agg, False if pd is None else pd, "agg server")
+    return Target(agg, False, "agg server")
 
 
 def dry_run_target(settings: Settings, pd: bool | None) -> Target:
@@ -100,4 +108,6 @@ def dry_run_target(settings: Settings, pd: bool | None) -> Target:
     try:
         return detect_target(settings, None, pd)
     except BenchError:
-        return Target(f"http://{settings.agg_host}:{settings.agg_port}", bool(pd), "agg server")
+        if pd:
+            return Target(f"http://{settings.router_host}:{settings.router_port}", True, "router")
+        return Target(f"http://{settings.agg_host}:{settings.agg_port}", False, "agg server")

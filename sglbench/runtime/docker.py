@@ -219,18 +219,18 @@ class DockerRuntime:
 
     # --- beyond the protocol --------------------------------------------------------------------
 
-    def stop_all(self) -> int:
+    def stop_all(self) -> list[str]:
         """Stop and remove every container of ours on every engine a docker role uses.
 
         Returns:
-            How many containers were removed (including ones of earlier settings, e.g. a
-            NUM_DECODE that was larger then).
+            "name on engine" of each container removed (including ones of earlier settings,
+            e.g. a NUM_DECODE that was larger then).
         """
-        removed = 0
+        removed = []
         for endpoint, key in self.endpoints().items():
             for container in self.client(endpoint, key).containers.list(all=True, filters=_OURS):
                 self._stop_and_remove(container)
-                removed += 1
+                removed.append(f"{container.name} on {where(endpoint)}")
         return removed
 
     def endpoints(self) -> dict[str, str]:

@@ -407,7 +407,10 @@ class Engine:
 
 
 async def _sleep_until(deadline: float) -> None:
-    """Sleep until an absolute ``loop.time()`` (returns at once when already late)."""
+    """Sleep until an absolute ``loop.time()``.
+
+    Always yields, also when already late: otherwise a late engine runs several steps back to
+    back and streams receive their tokens in bursts instead of one per step.
+    """
     delay = deadline - asyncio.get_running_loop().time()
-    if delay > 0:
-        await asyncio.sleep(delay)
+    await asyncio.sleep(max(0.0, delay))

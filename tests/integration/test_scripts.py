@@ -142,8 +142,6 @@ def test_wrappers_run_what_the_old_scripts_ran(
     assert "--tag pd_cg1n1_cg1n2" in out["24_bench_pd_disagg.sh"]
 
 
-@pytest.mark.xfail(reason="bench --mode pd falls back to the agg URL when no router answers "
-                   "yet (sglbench.bench.detect_target); reported", strict=False)  # fmt: skip
 def test_pd_bench_targets_the_router(dry_runs: tuple[Setup, dict[str, DryRun]]) -> None:
     setup, runs = dry_runs
     pd = runs["24_bench_pd_disagg.sh"][0].stdout

@@ -302,7 +302,7 @@ def describe_compare(settings: Settings, modes: Sequence[str]) -> list[str]:
 
 def compare(settings: Settings, *, modes: Sequence[str], resume: str | None = None,
             force: bool = False, console: Console | None = None,
-            on_point: PointHook | None = None) -> Path:
+            on_point: PointHook | None = None, table: bool = True) -> Path:
     """Run every mode over the same sweep and write ``RESULTS_DIR/<run-id>/``.
 
     Args:
@@ -312,6 +312,8 @@ def compare(settings: Settings, *, modes: Sequence[str], resume: str | None = No
         force: resume even when the workload differs (recorded as ``forced_mismatch``).
         console: where progress, server messages and the table go.
         on_point: called after each measured point (tests use it to interrupt a run).
+        table: print the table of the points measured now at the end (``invoke demo`` prints
+            the summary of the whole run instead).
 
     Returns:
         The run directory.
@@ -342,7 +344,7 @@ def compare(settings: Settings, *, modes: Sequence[str], resume: str | None = No
         run.close(interrupted)
     if not run.results:
         console.print(f"every point of run {meta['run_id']} is already measured")
-    else:
+    elif table:
         console.print(results_table(run.results, f"run {meta['run_id']}",
                                     settings.bench_num_prompts))
     if run.failures:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -31,18 +32,39 @@ class Probe:
     status: str
 
 
-def http_probe(url: str, *, timeout_s: float = 10.0) -> Probe:
-    """GET ``url``: ok on 200. Never raises for network errors (they mean "not yet")."""
+@dataclass(frozen=True)
+class Answer:
+    """What one GET got: the status and JSON body, or why nothing answered."""
+
+    status: int | None  # None: nothing answered
+    body: Any = None  # the JSON body; None when it is not JSON
+    error: str = ""  # why nothing answered: ``connection refused``, ``timed out``, ...
+
+
+def http_get(url: str, *, timeout_s: float = 10.0) -> Answer:
+    """GET ``url``, never through a proxy. Never raises for network errors (they mean "not yet")."""
     try:
         # trust_env=False: a proxy from the environment must not see traffic to our servers.
         response = httpx.get(url, timeout=timeout_s, trust_env=False)
     except httpx.ConnectError:
-        return Probe(False, "connection refused")
+        return Answer(None, error="connection refused")
     except httpx.TimeoutException:
-        return Probe(False, "timed out")
+        return Answer(None, error="timed out")
     except httpx.HTTPError as exc:
-        return Probe(False, type(exc).__name__)
-    return Probe(response.status_code == 200, str(response.status_code))
+        return Answer(None, error=type(exc).__name__)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return Answer(response.status_code, body)
+
+
+def http_probe(url: str, *, timeout_s: float = 10.0) -> Probe:
+    """GET ``url``: ok on 200. Never raises for network errors (they mean "not yet")."""
+    answer = http_get(url, timeout_s=timeout_s)
+    if answer.status is None:
+        return Probe(False, answer.error)
+    return Probe(answer.status == 200, str(answer.status))
 
 
 def wait_until(

@@ -9,18 +9,16 @@ answer: the routers themselves would start anyway and keep failing requests (Min
 from __future__ import annotations
 
 import contextlib
-import json
 import shlex
 import signal
 import threading
 from collections.abc import Iterator
 from types import FrameType
 
-import httpx
 from rich.console import Console
 
 from sglbench.errors import ConfigError
-from sglbench.readiness import Probe, http_probe, wait_until
+from sglbench.readiness import Probe, http_get, http_probe, wait_until
 from sglbench.runtime.process import ProcessRuntime, python_for
 from sglbench.settings import Settings
 from sglbench.specs import RouterSpec, router_spec, server_specs
@@ -145,30 +143,13 @@ def router_probe(spec: RouterSpec, expected_workers: int) -> Probe:
     """
     if spec.impl == "mini-lb":
         return http_probe(f"{spec.url}/health", timeout_s=5.0)
-    try:
-        response = httpx.get(f"{spec.url}/readiness", timeout=5.0, trust_env=False)
-    except httpx.HTTPError as exc:
-        return Probe(False, "connection refused" if isinstance(exc, httpx.ConnectError)
-                     else type(exc).__name__)  # fmt: skip
-    if response.status_code != 200:
-        return Probe(False, f"{response.status_code} {_reason(response.text)}".strip())
-    healthy = _healthy_workers(response.text)
-    if healthy is not None and healthy < expected_workers:
+    answer = http_get(f"{spec.url}/readiness", timeout_s=5.0)
+    if answer.status is None:
+        return Probe(False, answer.error)
+    body = answer.body if isinstance(answer.body, dict) else {}
+    if answer.status != 200:
+        return Probe(False, f"{answer.status} {body.get('reason', '')}".strip())
+    healthy = body.get("healthy_workers")
+    if isinstance(healthy, int) and healthy < expected_workers:
         return Probe(False, f"{healthy}/{expected_workers} workers registered")
     return Probe(True, "200")
-
-
-def _healthy_workers(body: str) -> int | None:
-    try:
-        value = json.loads(body).get("healthy_workers")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) else None
-
-
-def _reason(body: str) -> str:
-    try:
-        reason = json.loads(body).get("reason", "")
-    except (ValueError, AttributeError):
-        return ""
-    return str(reason)

@@ -30,8 +30,26 @@ ROUTER_MODULES: dict[RouterImpl, str] = {
 Mode = Literal["agg", "pd"]
 
 
+class _Command:
+    """What a server and the router share: ``python -m <module> <args>``, answering at host:port."""
+
+    host: str
+    port: int
+    module: str
+    args: tuple[str, ...]
+
+    @property
+    def url(self) -> str:
+        """Base URL clients (and, for workers, the router) use."""
+        return f"http://{self.host}:{self.port}"
+
+    def argv(self, python: str = "python3") -> list[str]:
+        """The full command line, ``python3 -m <module> <args>``."""
+        return [python, "-m", self.module, *self.args]
+
+
 @dataclass(frozen=True)
-class ServerSpec:
+class ServerSpec(_Command):
     """One SGLang server (or simulator) process: what to run and where it answers."""
 
     role: Role
@@ -46,18 +64,9 @@ class ServerSpec:
     docker_host: str
     gpus: str
 
-    @property
-    def url(self) -> str:
-        """Base URL clients and the router use."""
-        return f"http://{self.host}:{self.port}"
-
-    def argv(self, python: str = "python3") -> list[str]:
-        """The full command line, ``python3 -m <module> <args>``."""
-        return [python, "-m", self.module, *self.args]
-
 
 @dataclass(frozen=True)
-class RouterSpec:
+class RouterSpec(_Command):
     """The PD router process in front of the prefill and decode workers."""
 
     impl: RouterImpl
@@ -65,15 +74,6 @@ class RouterSpec:
     args: tuple[str, ...]
     host: str
     port: int
-
-    @property
-    def url(self) -> str:
-        """Base URL of the router, as the bench client reaches it."""
-        return f"http://{self.host}:{self.port}"
-
-    def argv(self, python: str = "python3") -> list[str]:
-        """The full command line."""
-        return [python, "-m", self.module, *self.args]
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,10 @@ PD detection for an explicit URL (``pd=None``), from what the URL answers:
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from sglbench import readiness
 from sglbench.errors import BenchError
 from sglbench.settings import Settings
 
@@ -33,22 +31,10 @@ class Target:
     what: str  # for people: "router", "agg server", "given URL"
 
 
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
 def http_get(url: str, timeout: float = 3.0) -> tuple[int, Any] | None:
     """GET ``url`` (never through a proxy): (status, JSON body or None), None if no answer."""
-    try:
-        with _NO_PROXY.open(url, timeout=timeout) as resp:
-            status, body = int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-    except (urllib.error.URLError, OSError):
-        return None
-    try:
-        return status, json.loads(body)
-    except ValueError:
-        return status, None
+    answer = readiness.http_get(url, timeout_s=timeout)
+    return None if answer.status is None else (answer.status, answer.body)
 
 
 def _pd_from_info(info: dict[str, Any]) -> bool | None:

@@ -14,26 +14,50 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sglbench.readiness import http_get
 from sglbench.sim.tokenizer import ensure_offline_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 60.0
 
 
+# Every *_PORT key a loopback run listens on.
+PORT_KEYS = ("AGG_PORT", "PREFILL_PORT", "DECODE_PORT", "BOOTSTRAP_PORT", "ROUTER_PORT",
+             "ROUTER_PROMETHEUS_PORT")  # fmt: skip
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 a moment ago (held together while chosen)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
 def free_port() -> int:
     """A TCP port that was free on 127.0.0.1 a moment ago."""
+    return free_ports(1)[0]
+
+
+def loopback_ports() -> dict[str, int]:
+    """Each of ``PORT_KEYS`` with its own free port."""
+    return dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True))
+
+
+def listening(port: int) -> bool:
+    """True when something accepts connections on 127.0.0.1:``port``."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def offline_env() -> dict[str, str]:
@@ -47,13 +71,7 @@ def offline_env() -> dict[str, str]:
 
 def http_status(url: str, timeout: float = 2.0) -> int | None:
     """HTTP status of a GET, or None when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (OSError, ValueError):
-        return None
+    return http_get(url, timeout_s=timeout).status
 
 
 @dataclass
@@ -101,6 +119,12 @@ class Procs:
         self.tokenizer_dir = tokenizer_dir
         self.started: list[Proc] = []
 
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
     def spawn(self, name: str, argv: Sequence[str], url: str = "") -> Proc:
         """Start ``argv`` with its output in ``<tmp>/<name>.log``."""
         log = self.tmp / f"{name}.log"
@@ -146,21 +170,15 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def procs(tmp_path: Path, tokenizer_dir: Path) -> Iterator[Procs]:
     """Process starter for one test; everything it started is stopped afterwards."""
-    started = Procs(tmp_path, tokenizer_dir)
-    try:
+    with Procs(tmp_path, tokenizer_dir) as started:
         yield started
-    finally:
-        started.stop_all()
 
 
 @pytest.fixture(scope="module")
 def module_procs(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Iterator[Procs]:
     """Like ``procs`` but shared by the tests of one module (one simulator for many tests)."""
-    started = Procs(tmp_path_factory.mktemp("procs"), tokenizer_dir)
-    try:
+    with Procs(tmp_path_factory.mktemp("procs"), tokenizer_dir) as started:
         yield started
-    finally:
-        started.stop_all()
 
 
 def run_bench_client(

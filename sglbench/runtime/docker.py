@@ -317,6 +317,39 @@ class DockerRuntime:
                            f"{first_line(exc)}")
 
 
+def image_versions(settings: Settings) -> dict[str, str]:
+    """SGLANG_IMAGE and, on each engine a docker role uses, the image's id and registry digest.
+
+    For a run's metadata: ``image``, then ``image_id@<engine>`` and ``image_digest@<engine>``
+    (engine: ``local`` or its endpoint). Never raises, so a run is never stopped by it: an
+    engine that does not answer gives ``unavailable (why)``, a missing image ``not found``, and
+    an image built on that engine ``none (not from a registry)`` as its digest.
+    """
+    image = settings.sglang_image
+    found = {"image": image}
+    for endpoint, key in DockerRuntime(settings).endpoints().items():
+        engine = endpoint or "local"
+        try:
+            attrs: dict[str, Any] = DockerRuntime(settings).client(endpoint, key) \
+                .images.get(image).attrs
+        except ImageNotFound:
+            found[f"image_id@{engine}"] = found[f"image_digest@{engine}"] = "not found"
+            continue
+        except (DockerError, DockerException, OSError, paramiko.SSHException) as exc:
+            found[f"image_id@{engine}"] = found[f"image_digest@{engine}"] = \
+                f"unavailable ({_why(exc)})"
+            continue
+        # A reference with a tag or digest; RepoDigests names the repository without them.
+        repo = image.split("@")[0]
+        repo = repo.rsplit(":", 1)[0] if ":" in repo.rsplit("/", 1)[-1] else repo
+        digests = [str(d) for d in attrs.get("RepoDigests") or []]
+        found[f"image_id@{engine}"] = str(attrs.get("Id", "?"))
+        found[f"image_digest@{engine}"] = next(
+            (d for d in digests if d.split("@")[0] == repo), digests[0] if digests else
+            "none (not from a registry)")
+    return found
+
+
 def close_clients() -> None:
     """Close every engine client of this process (SSH connections included)."""
     for client in _CLIENTS.values():

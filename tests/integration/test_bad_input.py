@@ -10,7 +10,6 @@ listening on the configured ports.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -20,13 +19,12 @@ from pathlib import Path
 import pytest
 
 from sglbench.settings import KEYS
+from tests.conftest import listening, loopback_ports
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 INVOKE = Path(sys.executable).parent / "invoke"
-PORT_KEYS = ("AGG_PORT", "PREFILL_PORT", "DECODE_PORT", "BOOTSTRAP_PORT", "ROUTER_PORT",
-             "ROUTER_PROMETHEUS_PORT")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -90,23 +88,6 @@ CASES = [
 ]
 
 
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def clean_environ() -> dict[str, str]:
     """This process's environment without any sglbench setting (a developer's may have some)."""
     ours = ("BENCH_", "AGG_", "PREFILL_", "DECODE_", "ROUTER_", "SIM_", "SGLBENCH_")
@@ -125,7 +106,7 @@ class Outcome:
 
 
 def run_case(case: Case, tmp_path: Path) -> Outcome:
-    ports = dict(zip(PORT_KEYS, free_ports(len(PORT_KEYS)), strict=True))
+    ports = loopback_ports()
     fill = {**{k: str(v) for k, v in ports.items()}, "TMP": str(tmp_path),
             "RESULTS_DIR": str(tmp_path / "results")}  # fmt: skip
     base = [

@@ -21,7 +21,7 @@ from sglbench.errors import BenchError
 from sglbench.settings import Settings, load_settings
 from sglbench.specs import server_specs
 from sglbench.target import detect_pd
-from tests.conftest import REPO, Procs, free_port
+from tests.conftest import REPO, Procs, loopback_ports
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +37,7 @@ def loopback_settings(tmp_path: Path, **keys: str) -> Settings:
     """Settings for a run on 127.0.0.1 with free ports and files under ``tmp_path``."""
     hosts = {k: "127.0.0.1" for k in ("AGG_HOST", "PREFILL_HOST", "DECODE_HOST", "ROUTER_HOST",
                                       "SERVER_BIND_HOST", "ROUTER_BIND_HOST")}
-    ports = {k: str(free_port()) for k in ("AGG_PORT", "PREFILL_PORT", "DECODE_PORT",
-                                           "BOOTSTRAP_PORT", "ROUTER_PORT",
-                                           "ROUTER_PROMETHEUS_PORT")}
+    ports = {k: str(p) for k, p in loopback_ports().items()}
     files = {"RESULTS_DIR": str(tmp_path / "results"), "RUN_DIR": str(tmp_path / "run")}
     return load_settings(None, {}, {**SMALL_WORKLOAD, **hosts, **ports, **files, **keys}).settings
 

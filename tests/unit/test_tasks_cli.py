@@ -17,6 +17,7 @@ import pytest
 
 import tasks
 from sglbench.settings import KEYS
+from sglbench.specs import BENCH_MODULE
 from tests.conftest import REPO, free_port, offline_env
 
 INVOKE = [sys.executable, "-m", "invoke"]
@@ -82,9 +83,21 @@ def test_router_and_compare_dry_runs(env_file: Path, tmp_path: Path) -> None:
     router = invoke(env_file, "pd-router", "--dry-run", "--set", "ROUTER_IMPL=mini-lb")
     assert router.code == 0
     assert " -m sglang_router.launch_router --mini-lb --pd-disaggregation --prefill " in router.out
-    compare = invoke(env_file, "compare", "--dry-run")
-    order = [line.split(" ")[1] for line in compare.out.splitlines() if line.startswith("# ")]
-    assert order == ["sglang-agg", "bench", "sglang-prefill", "sglang-decode", "router", "bench"]
+    # The bench client's own dataset (offline), as a real compare would need it too.
+    compare = invoke(env_file, "compare", "--dry-run", "--set", "BENCH_DATASET=random-ids",
+                     "--set", "BENCH_MAX_CONCURRENCY=4,16")  # fmt: skip
+    assert compare.code == 0, compare.err
+    headers = [line.split(" ")[1:3] for line in compare.out.splitlines() if line.startswith("# ")]
+    assert [h[0] for h in headers] == ["sglang-agg", "bench", "bench", "sglang-prefill",
+                                       "sglang-decode", "router", "bench", "bench"]
+    assert [h[1] for h in headers if h[0] == "bench"] == [
+        "agg_in512_out128_c4_rinf", "agg_in512_out128_c16_rinf",
+        "pd_in512_out128_c4_rinf", "pd_in512_out128_c16_rinf"]
+    clients = [line for line in compare.out.splitlines() if f" -m {BENCH_MODULE} " in line]
+    assert len(clients) == 4 and all("--dataset-name random-ids" in c for c in clients)
+    assert "--pd-separated" in clients[2] and "--pd-separated" not in clients[0]
+    demo = invoke(env_file, "demo", "--dry-run")
+    assert demo.code == 0 and demo.out.count(f" -m {BENCH_MODULE} ") == 4, demo.err
     assert invoke(env_file, "down", "--dry-run").code == 0
     assert invoke(env_file, "setup", "--dry-run").out.strip() == "make setup VENV=.venv"
     assert not (tmp_path / "run").exists()
@@ -110,6 +123,8 @@ def test_config_shows_sources_and_masks_secrets(env_file: Path) -> None:
         (["logs", "decode", "--set", "NUM_DECODE=2"], "decode has 2 workers"),
         (["bench", "--tag", "t", "--mode", "both"], "error: --mode both: expected auto"),
         (["compare", "--modes", "agg,disagg", "--dry-run"], "unknown mode 'disagg'"),
+        (["compare", "--dry-run", "--set", "BENCH_DATASET_PATH=/nonexistent/sharegpt.json"],
+         "error: BENCH_DATASET_PATH='/nonexistent/sharegpt.json': no such file"),
         (["pd-router", "--detach"], "error: PREFILL_HOST/PREFILL_PORT: prefill worker"),
         (["agg", "--set", "AGG_HOST=192.0.2.7"], "error: AGG_HOST=192.0.2.7: the process"),
     ],

@@ -149,6 +149,12 @@ async def run_level(
     return streams
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def read_trace(path: Path, rids: set[str], timeout: float = 10.0) -> dict[str, dict[str, Any]]:
     """The trace records of ``rids``; a record is written just after its last event."""
     deadline = time.monotonic() + timeout
@@ -189,7 +195,7 @@ def collect(streams: list[Stream], trace: dict[str, dict[str, Any]]) -> Samples:
     return out
 
 
-def report(concurrency: int, m: Samples) -> None:
+def report(concurrency: int, m: Samples, cpu: tuple[float, float, float]) -> None:
     """Print one level's numbers (milliseconds)."""
 
     def ms(values: list[float], q: float = 0.5) -> float:
@@ -199,7 +205,14 @@ def report(concurrency: int, m: Samples) -> None:
     err = [c - i for c, i in zip(m.itl_client, m.itl_intended, strict=True)]
     abs_err = [abs(e) for e in err]
     ttft_err = [c - i for c, i in zip(m.ttft_client, m.ttft_intended, strict=True)]
-    print(f"\n== {concurrency} concurrent streams, {len(err)} token gaps ==")
+    server_cpu, client_cpu, wall = cpu
+    tokens = len(m.lag)
+    print(f"\n== {concurrency} concurrent streams, {len(err)} event gaps ==")
+    print(
+        f"CPU per streamed token: server {server_cpu / tokens * 1e6:.1f} us, client"
+        f" {client_cpu / tokens * 1e6:.1f} us; server busy {100 * server_cpu / wall:.0f}% of"
+        f" {wall:.2f} s"
+    )
     print(f"ITL  median: client {ms(m.itl_client):.3f} ms, intended {ms(m.itl_intended):.3f} ms")
     print(
         f"ITL  error (client - intended): median {ms(err):+.3f} ms; |error| median "
@@ -240,11 +253,14 @@ def main() -> None:
         try:
             asyncio.run(run_level(port, 4, args.input_len, 8, "warmup"))
             for level in args.concurrency:
+                before = (cpu_seconds(sim.pid), time.process_time(), time.monotonic())
                 streams = asyncio.run(
                     run_level(port, level, args.input_len, args.output_len, f"c{level}")
                 )
+                after = (cpu_seconds(sim.pid), time.process_time(), time.monotonic())
                 trace = read_trace(trace_path, {s.rid for s in streams})
-                report(level, collect(streams, trace))
+                cpu = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
+                report(level, collect(streams, trace), cpu)
         finally:
             sim.terminate()
             sim.wait(15)

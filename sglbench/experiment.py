@@ -283,19 +283,34 @@ class _Run:
         self.save()
 
 
-def describe_compare(settings: Settings, modes: Sequence[str]) -> list[str]:
-    """What ``compare`` would run (``--dry-run``): each mode's servers, then its client lines."""
+def describe_compare(settings: Settings, modes: Sequence[str], resume: str | None = None,
+                     force: bool = False) -> list[str]:
+    """What ``compare`` would run (``--dry-run``): each mode's servers, then its client lines.
+
+    With ``resume``, only the points the run still lacks (a mode with none left starts no
+    server); the run must exist and match the workload unless ``force``. Nothing is written.
+
+    Raises:
+        ConfigError: bad modes, unknown run, workload mismatch, dataset needing the hub.
+    """
+    plan = run_modes(settings, modes)
     client = client_setup(settings, dry_run=True)
+    run_dir = (open_run(settings, plan, resume, force)[0] if resume
+               else Path(settings.results_dir) / "<run-id>")
     lines: list[str] = []
-    run_dir = Path(settings.results_dir) / "<run-id>"
-    for mode in run_modes(settings, modes):
+    for mode in plan:
+        out = run_dir / f"{mode.name}.jsonl"
+        todo = pending_points(mode, unique_points(settings), done_tags(out))
+        if not todo:
+            lines.append(f"# {mode.name}: every point is already measured in {out}")
+            continue
         lines += lifecycle.describe_mode(settings, mode.kind)
         url = (server_specs(settings, "agg")[0].url if mode.kind == "agg"
                else router_spec(settings).url)
         target = Target(url, mode.kind == "pd", mode.name)
-        for point in unique_points(settings):
+        for point in todo:
             argv = client_argv(settings, client, target=target, tag=point_tag(mode, point),
-                               output_file=run_dir / f"{mode.name}.jsonl", point=point)
+                               output_file=out, point=point)
             lines.append(f"# bench {point_tag(mode, point)}\n{shell_line(client, argv)}")
     return lines
 

@@ -6,13 +6,13 @@ forced_mismatch, points`` plus ``modes``, ``gpus``, ``resumed`` and ``interrupte
 is written through ``scrub`` so no secret value (HF_TOKEN, ...) reaches the file even when a
 server echoes it back.
 
-Docker images: when a role runs in docker, ``versions`` gets ``image`` and ``image_digest`` from
-``sglbench.runtime.docker.image_versions(settings) -> dict[str, str]`` if that function exists.
+Docker images: when a role runs in docker, ``versions`` also holds ``image`` (SGLANG_IMAGE) and,
+per engine, ``image_id@<engine>`` and ``image_digest@<engine>`` (``sglbench.runtime.docker.
+image_versions``); an engine that does not answer shows ``unavailable (why)`` and the run goes on.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import json
 import os
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import sglbench
-from sglbench.errors import ResultsError, SglbenchError
+from sglbench.errors import ResultsError
 from sglbench.lifecycle import MODE_ROLES
 from sglbench.settings import ROLES, Settings, is_secret, public_settings
 from sglbench.specs import Mode, server_specs
@@ -97,14 +97,10 @@ def versions(settings: Settings) -> dict[str, str | None]:
             found[name] = None
     found["sglbench"] = found["sglbench"] or sglbench.__version__  # a checkout, not installed
     if any(settings.role_runtime(role) == "docker" for role in ROLES):
-        found["image"] = settings.sglang_image
-        try:
-            docker = importlib.import_module("sglbench.runtime.docker")
-            found.update(docker.image_versions(settings))
-        except (ImportError, AttributeError):
-            pass  # the docker runtime does not report image digests (yet)
-        except SglbenchError as exc:  # an engine that does not answer must not stop a run
-            found["image_digest"] = f"unknown ({exc})"
+        # Imported here: the docker SDK is needed only when a role runs in a container.
+        from sglbench.runtime.docker import image_versions
+
+        found.update(image_versions(settings))  # never raises: "unavailable" when unreachable
     return found
 
 

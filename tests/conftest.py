@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from sglbench.readiness import http_get
@@ -72,6 +73,14 @@ def offline_env() -> dict[str, str]:
 def http_status(url: str, timeout: float = 2.0) -> int | None:
     """HTTP status of a GET, or None when nothing answers."""
     return http_get(url, timeout_s=timeout).status
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie has stopped)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @dataclass

@@ -327,27 +327,37 @@ def image_versions(settings: Settings) -> dict[str, str]:
     """
     image = settings.sglang_image
     found = {"image": image}
-    for endpoint, key in DockerRuntime(settings).endpoints().items():
+    runtime = DockerRuntime(settings)
+    for endpoint, key in runtime.endpoints().items():
         engine = endpoint or "local"
-        try:
-            attrs: dict[str, Any] = DockerRuntime(settings).client(endpoint, key) \
-                .images.get(image).attrs
-        except ImageNotFound:
-            found[f"image_id@{engine}"] = found[f"image_digest@{engine}"] = "not found"
-            continue
-        except (DockerError, DockerException, OSError, paramiko.SSHException) as exc:
-            found[f"image_id@{engine}"] = found[f"image_digest@{engine}"] = \
-                f"unavailable ({_why(exc)})"
-            continue
-        # A reference with a tag or digest; RepoDigests names the repository without them.
-        repo = image.split("@")[0]
-        repo = repo.rsplit(":", 1)[0] if ":" in repo.rsplit("/", 1)[-1] else repo
-        digests = [str(d) for d in attrs.get("RepoDigests") or []]
-        found[f"image_id@{engine}"] = str(attrs.get("Id", "?"))
-        found[f"image_digest@{engine}"] = next(
-            (d for d in digests if d.split("@")[0] == repo), digests[0] if digests else
-            "none (not from a registry)")
+        found[f"image_id@{engine}"], found[f"image_digest@{engine}"] = _image_on(
+            runtime, endpoint, key, image)
     return found
+
+
+def _image_on(runtime: DockerRuntime, endpoint: str, key: str, image: str) -> tuple[str, str]:
+    """(id, registry digest) of ``image`` on one engine, or why they are not known."""
+    try:
+        attrs: dict[str, Any] = runtime.client(endpoint, key).images.get(image).attrs
+    except ImageNotFound:
+        return "not found", "not found"
+    except (DockerError, DockerException, OSError, paramiko.SSHException) as exc:
+        why = str(exc).split(";")[0] if isinstance(exc, DockerError) else _why(exc)
+        return f"unavailable ({why})", f"unavailable ({why})"
+    digests = [str(d) for d in attrs.get("RepoDigests") or []]
+    return str(attrs.get("Id", "?")), registry_digest(image, digests)
+
+
+def registry_digest(image: str, repo_digests: list[str]) -> str:
+    """The ``repo@sha256:...`` of ``image`` among an image's RepoDigests.
+
+    The one of the image's own repository first; ``none (not from a registry)`` for an image
+    built or loaded on the engine itself.
+    """
+    repo = image.split("@")[0]  # RepoDigests name the repository without tag or digest
+    repo = repo.rsplit(":", 1)[0] if ":" in repo.rsplit("/", 1)[-1] else repo
+    return next((d for d in repo_digests if d.split("@")[0] == repo),
+                repo_digests[0] if repo_digests else "none (not from a registry)")
 
 
 def close_clients() -> None:

@@ -33,8 +33,7 @@ import asyncio
 import contextlib
 import random
 from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from sglbench.sim import timing
 from sglbench.sim.engine_types import (
@@ -48,6 +47,7 @@ from sglbench.sim.engine_types import (
     resolve_kv_capacity,
 )
 from sglbench.sim.profiles import Profile
+from sglbench.sim.sequence import END, Seq, Step, ThroughputWindow, TokenStream, sleep_until
 
 __all__ = [
     "DEFAULT_CHUNKED_PREFILL_SIZE",
@@ -64,60 +64,6 @@ __all__ = [
 
 DEFAULT_CHUNKED_PREFILL_SIZE = 8192
 _MAX_RUNNING_CAP = 4096
-_THROUGHPUT_WINDOW_STEPS = 40  # SGLang logs gen throughput every 40 decode steps
-
-
-_END = object()
-
-
-@dataclass(eq=False)
-class _Seq:
-    req: GenRequest
-    reserved: int
-    ready_at: float
-    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
-    prefilled: int = 0
-    generated: int = 0
-    aborted: bool = False
-
-    @property
-    def context(self) -> int:
-        return self.prefilled + self.generated
-
-
-class TokenStream(AsyncIterator[TokenEvent]):
-    """Async iterator over one request's tokens. ``aclose()`` aborts the request."""
-
-    def __init__(self, engine: Engine, seq: _Seq) -> None:
-        self._engine = engine
-        self._seq = seq
-        self._done = False
-
-    async def __anext__(self) -> TokenEvent:
-        if self._done:
-            raise StopAsyncIteration
-        item = await self._seq.queue.get()
-        if isinstance(item, TokenEvent):
-            return item
-        self._done = True
-        if isinstance(item, BaseException):
-            raise item
-        raise StopAsyncIteration
-
-    async def aclose(self) -> None:
-        """Abort the request (client went away): its KV is freed at the next step."""
-        if not self._done:
-            self._done = True
-            self._engine._abort(self._seq)
-
-
-@dataclass
-class _Step:
-    """What one scheduler step computes."""
-
-    admitted: list[_Seq] = field(default_factory=list)
-    chunks: list[tuple[_Seq, int]] = field(default_factory=list)
-    decoding: list[_Seq] = field(default_factory=list)
 
 
 class Engine:
@@ -137,9 +83,9 @@ class Engine:
         chunk = config.chunked_prefill_size or DEFAULT_CHUNKED_PREFILL_SIZE
         self._chunk = chunk if chunk > 0 else 1 << 62  # SGLang: -1 disables chunking
         self._rng = random.Random(config.seed)
-        self._waiting: deque[_Seq] = deque()
-        self._prefilling: list[_Seq] = []
-        self._decoding: list[_Seq] = []
+        self._waiting: deque[Seq] = deque()
+        self._prefilling: list[Seq] = []
+        self._decoding: list[Seq] = []
         self._kv_reserved = 0
         self._handover_at = 0.0
         self._wake = asyncio.Event()
@@ -147,8 +93,7 @@ class Engine:
         self._prompt_total = 0
         self._gen_total = 0
         self._requests_total = 0
-        self._window: deque[tuple[float, int]] = deque(maxlen=_THROUGHPUT_WINDOW_STEPS + 1)
-        self._last_gen_throughput = 0.0
+        self._throughput = ThroughputWindow()
 
     @property
     def max_total_tokens(self) -> int:
@@ -201,10 +146,10 @@ class Engine:
         self._handover_at = max(
             now + eff.request_latency_ms * scale, self._handover_at + eff.handover_ms * scale
         )
-        seq = _Seq(req=req, reserved=reserved, ready_at=self._handover_at)
+        seq = Seq(req=req, reserved=reserved, ready_at=self._handover_at)
         self._waiting.append(seq)
         self._wake.set()
-        return TokenStream(self, seq)
+        return TokenStream(seq, self._abort)
 
     def stats(self) -> EngineStats:
         """Current counters."""
@@ -214,7 +159,7 @@ class Engine:
             prompt_tokens_total=self._prompt_total,
             generation_tokens_total=self._gen_total,
             requests_total=self._requests_total,
-            last_gen_throughput=self._last_gen_throughput,
+            last_gen_throughput=self._throughput.value,
             kv_tokens_used=sum(s.context for s in (*self._prefilling, *self._decoding)),
             max_total_tokens=self._max_total,
         )
@@ -240,8 +185,8 @@ class Engine:
             )
         return reserved
 
-    def _abort(self, seq: _Seq) -> None:
-        seq.aborted = True
+    def _abort(self, seq: Seq) -> None:
+        """A stream was closed early: wake the loop so that it frees the KV (aborted is set)."""
         self._wake.set()
 
     async def _run(self) -> None:
@@ -259,7 +204,7 @@ class Engine:
                 # Nothing runs until the first queued request reaches the scheduler.
                 if self._waiting and self._waiting[0].ready_at > t:
                     t = self._waiting[0].ready_at
-                    await _sleep_until(t)
+                    await sleep_until(t)
                 else:  # cannot happen for validated requests; never spin
                     self._wake.clear()
                     await self._wake.wait()
@@ -272,9 +217,9 @@ class Engine:
         if any(s.aborted for s in self._waiting):
             self._waiting = deque(s for s in self._waiting if not s.aborted)
 
-    def _plan(self, t: float) -> _Step:
+    def _plan(self, t: float) -> Step:
         """Admit what fits at time ``t``; choose the prefill chunks and the decode batch."""
-        step = _Step()
+        step = Step()
         budget = self._chunk
         for seq in self._prefilling:  # the request being chunked goes first, as in SGLang
             if budget <= 0:
@@ -304,7 +249,7 @@ class Engine:
         step.decoding = list(self._decoding)
         return step
 
-    async def _execute(self, step: _Step, t: float) -> float:
+    async def _execute(self, step: Step, t: float) -> float:
         """Run one step from time ``t``; return the step's end deadline."""
         for seq in step.admitted:  # KV came from the prefill server: first token now
             seq.prefilled = seq.req.prompt_len
@@ -317,7 +262,7 @@ class Engine:
         if step.chunks:
             # SGLang runs a prefill batch whenever one can be formed, and decodes otherwise.
             t += self._scaled(self._prefill_seconds(step.chunks))
-            await _sleep_until(t)
+            await sleep_until(t)
             for seq, n in step.chunks:
                 self._prefill_done(seq, n, t)
             return t
@@ -330,14 +275,14 @@ class Engine:
             if step.admitted:
                 seconds += eff.kv_admit_overhead_ms / 1e3
             t += self._scaled(seconds)
-            await _sleep_until(t)
+            await sleep_until(t)
             for seq in step.decoding:
                 self._emit(seq, t)
                 self._finished(seq)
-            self._record_throughput(t, len(step.decoding))
+            self._throughput.record(t, len(step.decoding))
         return t
 
-    def _prefill_done(self, seq: _Seq, n: int, t: float) -> None:
+    def _prefill_done(self, seq: Seq, n: int, t: float) -> None:
         """Account a computed chunk; a completed prompt yields its first token at ``t``."""
         seq.prefilled += n
         if seq.prefilled < seq.req.prompt_len:
@@ -356,31 +301,31 @@ class Engine:
         if not self._finished(seq):
             self._decoding.append(seq)
 
-    def _emit(self, seq: _Seq, t: float) -> None:
+    def _emit(self, seq: Seq, t: float) -> None:
         last = seq.generated + 1 >= seq.req.max_new_tokens
         seq.queue.put_nowait(TokenEvent(index=seq.generated, deadline=t, finished=last))
         seq.generated += 1
         self._gen_total += 1
 
-    def _finished(self, seq: _Seq) -> bool:
+    def _finished(self, seq: Seq) -> bool:
         """Finish ``seq`` if it has all its tokens (or was aborted); True if it is gone."""
         if seq.aborted or seq.generated >= seq.req.max_new_tokens:
             self._finish(seq, count=not seq.aborted)
             return True
         return False
 
-    def _finish(self, seq: _Seq, count: bool) -> None:
+    def _finish(self, seq: Seq, count: bool) -> None:
         if seq in self._decoding:
             self._decoding.remove(seq)
         if seq in self._prefilling:
             self._prefilling.remove(seq)
         self._kv_reserved -= seq.reserved
         seq.reserved = 0
-        seq.queue.put_nowait(_END)
+        seq.queue.put_nowait(END)
         if count:
             self._requests_total += 1
 
-    def _prefill_seconds(self, chunks: list[tuple[_Seq, int]]) -> float:
+    def _prefill_seconds(self, chunks: list[tuple[Seq, int]]) -> float:
         tokens = sum(n for _, n in chunks)
         prefix = sum(seq.prefilled for seq, _ in chunks)
         pairs = sum(n * (seq.prefilled + n / 2.0) for seq, n in chunks)
@@ -388,7 +333,7 @@ class Engine:
             self._profile, self.config.tp_size, tokens, len(chunks), prefix, pairs
         )
 
-    def _decode_seconds(self, decoding: list[_Seq]) -> float:
+    def _decode_seconds(self, decoding: list[Seq]) -> float:
         kv_read = sum(seq.context for seq in decoding)
         return timing.decode_time(self._profile, self.config.tp_size, len(decoding), kv_read)
 
@@ -396,21 +341,3 @@ class Engine:
         jitter = self._profile.efficiency.jitter
         factor = 1.0 + jitter * (2.0 * self._rng.random() - 1.0) if jitter > 0 else 1.0
         return seconds * factor * self.config.time_scale
-
-    def _record_throughput(self, t: float, tokens: int) -> None:
-        self._window.append((t, tokens))
-        if len(self._window) >= 2:
-            span = self._window[-1][0] - self._window[0][0]
-            produced = sum(n for _, n in list(self._window)[1:])
-            if span > 0:
-                self._last_gen_throughput = produced / span
-
-
-async def _sleep_until(deadline: float) -> None:
-    """Sleep until an absolute ``loop.time()``.
-
-    Always yields, also when already late: otherwise a late engine runs several steps back to
-    back and streams receive their tokens in bursts instead of one per step.
-    """
-    delay = deadline - asyncio.get_running_loop().time()
-    await asyncio.sleep(max(0.0, delay))

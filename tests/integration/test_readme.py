@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, http_status, offline_env
+from tests.conftest import PORT_KEYS, REPO, free_ports, http_status, offline_env
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +25,6 @@ LINKED = [
     "tasks.py", "Makefile", ".env.example", "examples", "scripts", "benchmarks", ".venv",
     "requirements.txt", "requirements-sglang.txt", "requirements-dev.txt", "pyproject.toml",
 ]  # fmt: skip
-PORT_KEYS = ["AGG_PORT", "PREFILL_PORT", "DECODE_PORT", "BOOTSTRAP_PORT", "ROUTER_PORT",
-             "ROUTER_PROMETHEUS_PORT"]  # fmt: skip
 
 
 def readme_block(heading: str) -> str:
@@ -38,15 +34,6 @@ def readme_block(heading: str) -> str:
     match = re.search(r"```bash\n(.*?)```", after, re.S)
     assert match, f"no bash block under {heading!r}"
     return match.group(1)
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports, held together while chosen so they cannot repeat."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 
 from sglbench import experiment, metadata
 from sglbench.errors import ConfigError
+from sglbench.runtime.docker import registry_digest
 from sglbench.settings import Settings, load_settings
 from sglbench.specs import sweep_points
 
@@ -149,3 +150,51 @@ def test_a_dry_run_shows_servers_and_one_client_line_per_point(tmp_path: Path) -
     assert "--pd-separated" in bench_lines[2] and "--pd-separated" not in bench_lines[0]
     assert f"--base-url http://{settings.router_host}:{settings.router_port}" in bench_lines[2]
     assert not Path(settings.results_dir).exists()  # nothing written
+
+
+def test_a_resumed_dry_run_shows_only_the_points_still_missing(tmp_path: Path) -> None:
+    settings = make(tmp_path, SIMULATE="true", BENCH_DATASET="random-ids",
+                    BENCH_MAX_CONCURRENCY="8,32")  # fmt: skip
+    run_dir, meta = experiment.open_run(settings, experiment.run_modes(settings, ["agg", "pd"]),
+                                        None, False)  # fmt: skip
+    metadata.write_metadata(run_dir, meta, settings)
+    write_rows(run_dir / "agg.jsonl", ["agg_in512_out128_c8_rinf", "agg_in512_out128_c32_rinf"])
+    write_rows(run_dir / "pd.jsonl", ["pd_in512_out128_c8_rinf"])
+    before = sorted(p.name for p in run_dir.iterdir())
+    lines = experiment.describe_compare(settings, ["agg", "pd"], resume=run_dir.name)
+    assert lines[0] == f"# agg: every point is already measured in {run_dir / 'agg.jsonl'}"
+    assert not any("sglang-agg" in line for line in lines)  # no server for a finished mode
+    assert [line.split("\n")[0] for line in lines if line.startswith("# bench ")] == [
+        "# bench pd_in512_out128_c32_rinf"]
+    assert f"--output-file {run_dir / 'pd.jsonl'}" in lines[-1]
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # a dry run writes nothing
+    with pytest.raises(ConfigError, match="the workload differs"):
+        experiment.describe_compare(make(tmp_path, SIMULATE="true", BENCH_DATASET="random-ids",
+                                         BENCH_NUM_PROMPTS="7"), ["pd"], resume=run_dir.name)
+
+
+def test_an_unreachable_docker_engine_never_stops_a_run(tmp_path: Path) -> None:
+    nowhere = f"unix://{tmp_path}/no-docker.sock"
+    settings = make(tmp_path, RUNTIME="docker", AGG_DOCKER_HOST=nowhere,
+                    PREFILL_DOCKER_HOST=nowhere, DECODE_DOCKER_HOST=nowhere)  # fmt: skip
+    found = metadata.versions(settings)
+    assert found["image"] == settings.sglang_image
+    assert found[f"image_id@{nowhere}"] == found[f"image_digest@{nowhere}"]
+    assert found[f"image_id@{nowhere}"].startswith("unavailable (AGG_DOCKER_HOST=")
+    assert "image" not in metadata.versions(make(tmp_path))  # process runtime: no image
+
+
+@pytest.mark.parametrize(
+    ("image", "digests", "expected"),
+    [
+        ("lmsysorg/sglang:v0.5", ["other/x@sha256:1", "lmsysorg/sglang@sha256:2"],
+         "lmsysorg/sglang@sha256:2"),
+        ("reg:5000/team/sglang:dev", ["reg:5000/team/sglang@sha256:3"],
+         "reg:5000/team/sglang@sha256:3"),
+        ("lmsysorg/sglang@sha256:4", ["lmsysorg/sglang@sha256:4"], "lmsysorg/sglang@sha256:4"),
+        ("retagged:1", ["upstream/sglang@sha256:5"], "upstream/sglang@sha256:5"),
+        ("built-here:1", [], "none (not from a registry)"),
+    ],
+)
+def test_the_registry_digest_of_the_image(image: str, digests: list[str], expected: str) -> None:
+    assert registry_digest(image, digests) == expected

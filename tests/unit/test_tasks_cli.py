@@ -150,3 +150,16 @@ def test_debug_shows_the_traceback(env_file: Path) -> None:
     done = subprocess.run([*INVOKE, "agg", "--set", "AGG_PORT=0"], cwd=REPO, capture_output=True,
                           text=True, env={**env, "SGLBENCH_ENV_FILE": str(env_file)})  # fmt: skip
     assert done.returncode != 0 and "Traceback" in done.stderr and "ConfigError" in done.stderr
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(env_file: Path) -> None:
+    env = {k: v for k, v in offline_env().items()
+           if k not in KEYS and "SGLBENCH" not in k and k != "PYTHONUNBUFFERED"}  # as in a shell
+    # `invoke agg --dry-run | head -1`, with a reader gone before the first line is written.
+    proc = subprocess.Popen([*INVOKE, "agg", "--dry-run"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**env, "SGLBENCH_ENV_FILE": str(env_file)})  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and "Traceback" not in err and "Exception" not in err, err

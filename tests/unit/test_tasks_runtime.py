@@ -10,8 +10,10 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
@@ -20,12 +22,13 @@ from rich.console import Console
 
 from sglbench.errors import ConfigError, ReadinessError, ServerError
 from sglbench.readiness import Probe, http_probe, wait_until
+from sglbench.router import router_probe
 from sglbench.runtime import process as process_module
 from sglbench.runtime import runtime_for
 from sglbench.runtime.process import UNKNOWN_EXIT, PidFile, ProcessRuntime
 from sglbench.settings import Settings, load_settings
-from sglbench.specs import server_specs
-from tests.conftest import free_port
+from sglbench.specs import RouterSpec, server_specs
+from tests.conftest import alive, free_port
 
 SLEEPER = [sys.executable, "-c", "import time; print('sleeping', flush=True); time.sleep(60)"]
 
@@ -34,14 +37,6 @@ def settings_for(tmp_path: Path, **values: str) -> Settings:
     """Loopback settings with RUN_DIR in ``tmp_path``."""
     base = {"RUN_DIR": str(tmp_path / "run"), "AGG_HOST": "127.0.0.1", "SIMULATE": "true"}
     return load_settings(None, {}, {**base, **values}).settings
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie has stopped)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture
@@ -193,3 +188,33 @@ def test_readiness_returns_once_the_probe_passes() -> None:
 def test_http_probe_of_a_closed_port() -> None:
     closed = f"http://127.0.0.1:{free_port()}/health"
     assert http_probe(closed) == Probe(False, "connection refused")
+
+
+def test_router_probe_shows_why_a_rust_router_is_not_ready_yet() -> None:
+    answers = iter([(503, {"reason": "insufficient healthy workers"}),
+                    (200, {"healthy_workers": 1}), (200, {"healthy_workers": 2})])  # fmt: skip
+
+    class Readiness(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body = next(answers)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass  # keep the test output clean
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Readiness)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        spec = RouterSpec("rust", "m", (), "127.0.0.1", server.server_address[1])
+        shown = [router_probe(spec, expected_workers=2) for _ in range(3)]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert shown == [Probe(False, "503 insufficient healthy workers"),
+                     Probe(False, "1/2 workers registered"), Probe(True, "200")]  # fmt: skip

@@ -1,0 +1,295 @@
+"""The command line's shared machinery, used by the invoke tasks in ``tasks.py``.
+
+``tasks.py`` declares each task (its name, arguments and help) and calls one function here, so a
+task body stays a few lines. This module holds what they share: settings loading (``.env`` or
+$SGLBENCH_ENV_FILE, then the environment, then ``--set KEY=VALUE``), one-line user errors, the
+``sgl_task`` decorator, the console, and the bodies of the tasks that do more than one call
+(compare, demo, plot, report). Only this module and ``tasks.py`` read ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invoke.exceptions import Exit
+from invoke.tasks import task
+from rich.console import Console
+from rich.table import Table
+
+from sglbench import lifecycle
+from sglbench.errors import ConfigError, SglbenchError
+from sglbench.runtime import Instance
+from sglbench.settings import ENV_FILE_VAR, LoadedSettings, Role, Settings, load_settings
+from sglbench.specs import Mode
+
+if TYPE_CHECKING:  # pandas-backed; imported only by the tasks that read results
+    from sglbench.checks import Finding
+
+DEBUG_VAR = "SGLBENCH_DEBUG"
+# Repeatable options (--set, --path): invoke gives a list, or None when not given.
+Sets = Sequence[str] | None
+COMMON_HELP = {
+    "set": "override a setting, KEY=VALUE (repeatable), e.g. --set AGG_PORT=30010",
+    "dry-run": "print the commands it would run; start nothing",
+}
+MODES: dict[str, Mode] = {"agg": "agg", "pd": "pd"}
+BENCH_MODES: dict[str, bool | None] = {"auto": None, "agg": False, "pd": True}
+
+
+# --- settings and errors -----------------------------------------------------------------------
+
+def load(set_: Sets, env_file: Path | None = None,
+         environ: Mapping[str, str] | None = None) -> LoadedSettings:
+    """Settings from ``env_file`` (default: $SGLBENCH_ENV_FILE or .env), environment, ``--set``.
+
+    Args:
+        set_: the ``--set KEY=VALUE`` items (None: none given).
+        env_file: the settings file; None picks $SGLBENCH_ENV_FILE, else ``.env`` here.
+        environ: the environment (default: this process's).
+
+    Raises:
+        ConfigError: $SGLBENCH_ENV_FILE names a missing file, a bad ``--set``, a bad value.
+    """
+    env = os.environ if environ is None else environ
+    if env_file is None:
+        env_file = Path(env.get(ENV_FILE_VAR, ".env"))
+        if ENV_FILE_VAR in env and not env_file.is_file():
+            raise ConfigError(f"{ENV_FILE_VAR}={env_file}: no such file")
+    return load_settings(env_file, env, overrides(set_ or []))
+
+
+def overrides(items: Sequence[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` items as a mapping (a later item wins).
+
+    Raises:
+        ConfigError: an item without ``=`` or without a key.
+    """
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set AGG_PORT=30010")
+        out[key.strip()] = value
+    return out
+
+
+@contextmanager
+def user_errors(environ: Mapping[str, str] | None = None) -> Iterator[None]:
+    """SglbenchError -> one line and its exit code; Ctrl-C (130) and a closed pipe (141) quietly.
+
+    With $SGLBENCH_DEBUG set the error propagates, traceback and all.
+    """
+    try:
+        yield
+    except SglbenchError as err:
+        if (os.environ if environ is None else environ).get(DEBUG_VAR):
+            raise
+        raise Exit(f"error: {err}", err.exit_code) from None
+    except KeyboardInterrupt:
+        raise Exit("interrupted", 130) from None
+    except BrokenPipeError:
+        # `invoke compare --dry-run | head`: the reader left. Point stdout at /dev/null so the
+        # interpreter's final flush does not fail again, and exit as a shell pipeline would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise Exit(code=141) from None
+
+
+def sgl_task(**help_: str) -> Callable[[Callable[..., None]], Any]:
+    """``@task`` with help for the common arguments (--set, --dry-run) and one-line user errors.
+
+    ``set_`` and ``path`` parameters become repeatable options.
+    """
+
+    def decorate(body: Callable[..., None]) -> Any:
+        @functools.wraps(body)
+        def run(*args: Any, **kwargs: Any) -> None:
+            with user_errors():
+                body(*args, **kwargs)
+                sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+
+        params = list(inspect.signature(body).parameters)
+        names = {p.strip("_").replace("_", "-") for p in params}
+        helps = {k: v for k, v in COMMON_HELP.items() if k in names}
+        iterable = [p for p in params if p in ("set_", "path")]
+        return task(help={**helps, **help_}, iterable=iterable)(run)
+
+    return decorate
+
+
+# --- output ------------------------------------------------------------------------------------
+
+def console() -> Console:
+    """Where tasks print (stdout; no colours when it is not a terminal)."""
+    # Not a terminal (CI, pipes): wide enough that tables keep URLs and run ids whole.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def print_lines(lines: Sequence[str]) -> None:
+    """Print ``--dry-run`` output as plain text (no markup interpretation)."""
+    for line in lines:
+        print(line)
+
+
+def config_table(loaded: LoadedSettings) -> Table:
+    """``invoke config``: every setting, its value (secrets masked) and where it came from."""
+    table = Table("key", "value", "from", title="sglbench settings")
+    for key, value, source in loaded.rows():
+        table.add_row(key, value, source)
+    return table
+
+
+def status_table(instances: Sequence[Instance]) -> Table | str:
+    """``invoke status``: one row per server or router we started (or a sentence if none)."""
+    table = Table("name", "role", "runtime", "where", "url", "state", "run id")
+    for i in instances:
+        table.add_row(i.name, i.role, i.runtime, i.where, i.url, i.state, i.run_id)
+    return table if table.rows else "nothing of ours is running or known"
+
+
+# --- argument parsers --------------------------------------------------------------------------
+
+def parse_modes(text: str) -> list[Mode]:
+    """``agg,pd`` -> ["agg", "pd"]; anything else is a one-line error.
+
+    Raises:
+        ConfigError: an unknown mode, or none.
+    """
+    modes: list[Mode] = []
+    for item in (m.strip() for m in text.split(",") if m.strip()):
+        if item not in MODES:
+            raise ConfigError(f"--modes {text}: unknown mode {item!r}; expected agg, pd or both")
+        modes.append(MODES[item])
+    if not modes:
+        raise ConfigError("--modes: empty; expected agg, pd or agg,pd")
+    return modes
+
+
+def parse_bench_mode(text: str) -> bool | None:
+    """``invoke bench --mode``: auto -> None (detect), agg -> False, pd -> True.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if text not in BENCH_MODES:
+        raise ConfigError(f"--mode {text}: expected auto, agg or pd")
+    return BENCH_MODES[text]
+
+
+def result_inputs(settings: Settings, paths: Sets) -> list[Path]:
+    """``--path`` values, or RESULTS_DIR when none is given."""
+    return [Path(p) for p in paths or []] or [Path(settings.results_dir)]
+
+
+# --- task bodies -------------------------------------------------------------------------------
+
+def up_role_task(settings: Settings, role: Role, *, dry_run: bool, pull: bool) -> None:
+    """``invoke agg|prefill|decode``: start every worker of ``role`` and wait until ready."""
+    if dry_run:
+        print_lines(lifecycle.describe_role(settings, role))
+        return
+    if pull:
+        from sglbench.runtime.docker_pull import pull_image
+
+        pull_image(settings, console(), roles=[role])
+    lifecycle.up_role(settings, role, run_id=lifecycle.new_run_id(), console=console())
+
+
+def down_task(settings: Settings, *, dry_run: bool) -> None:
+    """``invoke down``: stop what we started (``--dry-run``: say what would be stopped)."""
+    if not dry_run:
+        lifecycle.down(settings, console())
+        return
+    for i in lifecycle.status(settings):
+        print(f"would stop {i.name} ({i.runtime}, {i.where}, {i.state})")
+
+
+def compare_task(settings: Settings, modes: str, resume: str, force: bool, dry_run: bool,
+                 *, table: bool = True) -> Path | None:
+    """``invoke compare``: run the modes, or with ``dry_run`` print what would run.
+
+    Args:
+        settings: the run's settings.
+        modes: ``--modes`` as typed (``agg,pd``).
+        resume: a run id to continue, or "".
+        force: resume even when the workload differs.
+        dry_run: print the servers, the router and every client command; run nothing.
+        table: print compare's per-point table at the end (demo prints its own summary).
+
+    Returns:
+        The run directory, or None for a dry run.
+    """
+    mode_list = parse_modes(modes)
+    # experiment imports the bench client machinery; keep `invoke --list` and the rest quick.
+    from sglbench import experiment
+
+    if dry_run:
+        print_lines(experiment.describe_compare(settings, mode_list, resume or None, force))
+        return None
+    return experiment.compare(settings, modes=mode_list, resume=resume or None, force=force,
+                              console=console(), table=table)  # fmt: skip
+
+
+def demo_task(settings: Settings, *, dry_run: bool) -> None:
+    """``invoke demo``: compare agg and PD, then the summary, the PNGs and the report command."""
+    run_dir = compare_task(settings, "agg,pd", "", False, dry_run, table=False)
+    if run_dir is None:
+        return
+    from sglbench.report import plot_by_tag, print_summary
+    from sglbench.results import load_results
+
+    df = load_results([run_dir])
+    print_summary(df, console(), title="Demo: agg vs PD on the simulator")
+    for png in plot_by_tag(df, run_dir):
+        print(f"plot: {png}")
+    print(f"full report: invoke report --path {run_dir} --out {run_dir / 'report'}")
+
+
+def plot_task(settings: Settings, paths: Sets, out: str, *, dry_run: bool) -> None:
+    """``invoke plot``: the summary table, then the per-tag PNGs (not with ``dry_run``)."""
+    from sglbench.report import plot_by_tag, print_summary
+    from sglbench.results import load_results
+
+    df = load_results(result_inputs(settings, paths))
+    print_summary(df, console())
+    if dry_run:
+        return
+    for png in plot_by_tag(df, Path(out or settings.results_dir)):
+        print(f"wrote {png}")
+
+
+def report_task(settings: Settings, paths: Sets, out: str, force: bool, *,
+                dry_run: bool) -> None:
+    """``invoke report``: write report.md and report.html; say what they found."""
+    inputs = result_inputs(settings, paths)
+    out_dir = Path(out or Path(settings.results_dir) / "report")
+    if dry_run:
+        print(f"would write {out_dir}/report.md and report.html from {', '.join(map(str, inputs))}")
+        return
+    from sglbench.report import build_report
+
+    done = build_report(inputs, out_dir, settings.bench_slo_ttft_ms, settings.bench_slo_itl_ms,
+                        force)  # fmt: skip
+    print(f"report: {done.markdown}\nreport: {done.html}")
+    for line in report_notes(done.findings, done.mismatches, done.simulated):
+        print(line)
+
+
+def report_notes(findings: Sequence[Finding], mismatches: Sequence[str],
+                 simulated: bool) -> list[str]:
+    """What a report found, in a few lines: sanity findings by severity, mismatches, SIMULATED."""
+    severities = [f.severity for f in findings]
+    counts = ", ".join(f"{severities.count(s)} {s}" for s in dict.fromkeys(severities))
+    lines = [f"sanity findings: {len(findings)}" + (f" ({counts}; listed in the report)"
+                                                    if findings else "")]
+    if mismatches:
+        lines.append(f"workload mismatches: {len(mismatches)} (compared anyway: --force)")
+    if simulated:
+        lines.append("SIMULATED: numbers come from the sglbench simulator, not from GPUs")
+    return lines

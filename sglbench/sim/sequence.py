@@ -1,0 +1,109 @@
+"""Per-request state of the engine's scheduler and the stream a caller reads tokens from.
+
+Kept apart from :mod:`sglbench.sim.engine` (the scheduling policy) because these are the
+mechanics every policy needs: a sequence's progress, the queue that hands its tokens to the HTTP
+layer, the plan of one step, the generation-throughput window, and the absolute-deadline sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from sglbench.sim.engine_types import GenRequest, TokenEvent
+
+END = object()  # queued after a sequence's last event (or when it was dropped)
+_THROUGHPUT_WINDOW_STEPS = 40  # SGLang logs gen throughput every 40 decode steps
+
+
+@dataclass(eq=False)
+class Seq:
+    """One request inside the engine: what it reserved and how far it got."""
+
+    req: GenRequest
+    reserved: int
+    ready_at: float
+    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    prefilled: int = 0
+    generated: int = 0
+    aborted: bool = False
+
+    @property
+    def context(self) -> int:
+        """Tokens in its KV cache now (prompt computed so far + generated)."""
+        return self.prefilled + self.generated
+
+
+@dataclass
+class Step:
+    """What one scheduler step computes."""
+
+    admitted: list[Seq] = field(default_factory=list)
+    chunks: list[tuple[Seq, int]] = field(default_factory=list)
+    decoding: list[Seq] = field(default_factory=list)
+
+
+class TokenStream(AsyncIterator[TokenEvent]):
+    """Async iterator over one request's tokens. ``aclose()`` aborts the request."""
+
+    def __init__(self, seq: Seq, on_abort: Callable[[Seq], None]) -> None:
+        """Read ``seq``'s queue; ``on_abort`` tells the engine the caller went away."""
+        self._seq = seq
+        self._on_abort = on_abort
+        self._done = False
+
+    def backlog(self) -> int:
+        """Items already queued and not read yet: > 0 when the reader fell behind the engine.
+
+        Events are queued only once their deadline passed, so a backlog is tokens (or the end
+        marker) that are already late.
+        """
+        return self._seq.queue.qsize()
+
+    async def __anext__(self) -> TokenEvent:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._seq.queue.get()
+        if isinstance(item, TokenEvent):
+            return item
+        self._done = True
+        if isinstance(item, BaseException):
+            raise item
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Abort the request (client went away): its KV is freed at the next step."""
+        if not self._done:
+            self._done = True
+            self._seq.aborted = True
+            self._on_abort(self._seq)
+
+
+class ThroughputWindow:
+    """Generation throughput over the last 40 decode steps (SGLang's ``last_gen_throughput``)."""
+
+    def __init__(self) -> None:
+        """Start empty (throughput 0)."""
+        self._window: deque[tuple[float, int]] = deque(maxlen=_THROUGHPUT_WINDOW_STEPS + 1)
+        self.value = 0.0
+
+    def record(self, t: float, tokens: int) -> None:
+        """A decode step ending at ``t`` produced ``tokens`` tokens."""
+        self._window.append((t, tokens))
+        if len(self._window) >= 2:
+            span = self._window[-1][0] - self._window[0][0]
+            produced = sum(n for _, n in list(self._window)[1:])
+            if span > 0:
+                self.value = produced / span
+
+
+async def sleep_until(deadline: float) -> None:
+    """Sleep until an absolute ``loop.time()``.
+
+    Always yields, also when already late: otherwise a late engine runs several steps back to
+    back and streams receive their tokens in bursts instead of one per step.
+    """
+    delay = deadline - asyncio.get_running_loop().time()
+    await asyncio.sleep(max(0.0, delay))

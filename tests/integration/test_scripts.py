@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from sglbench.settings import KEYS
+from tests.conftest import PORT_KEYS, free_ports, listening
 
 pytestmark = pytest.mark.integration
 
@@ -34,21 +34,6 @@ WRAPPERS = {
     "23_bench_agg.sh": ["bench", "--tag", "agg_cg1n1", "--mode", "agg"],
     "24_bench_pd_disagg.sh": ["bench", "--tag", "pd_cg1n1_cg1n2", "--mode", "pd"],
 }
-PORT_KEYS = ("AGG_PORT", "PREFILL_PORT", "DECODE_PORT", "BOOTSTRAP_PORT", "ROUTER_PORT",
-             "ROUTER_PROMETHEUS_PORT")  # fmt: skip
-
-
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class Setup:
     """A loopback simulator .env in a temp dir, and how to run wrappers and tasks with it."""
 
@@ -180,12 +165,6 @@ def test_setup_without_a_venv_runs_make(setup: Setup) -> None:
     missing = str(setup.tmp / "new-venv")
     done = setup.wrapper("01_setup_host_venv.sh", SGLBENCH_DRY_RUN="1", VENV_DIR=missing)
     assert (done.returncode, done.stdout) == (0, f"make setup VENV={missing}\n")
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture

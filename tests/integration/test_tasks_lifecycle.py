@@ -13,12 +13,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from sglbench.runtime.process import ProcessRuntime
 from sglbench.settings import KEYS, Settings, load_settings
-from tests.conftest import REPO, free_port, http_status, offline_env
+from tests.conftest import REPO, alive, free_port, http_status, offline_env
 
 pytestmark = pytest.mark.integration
 
@@ -59,14 +58,6 @@ class Project:
         return {r.name: r.pid for r in ProcessRuntime(self.settings).records()}
 
 
-def running(pid: int) -> bool:
-    """True while ``pid`` runs (zombies have stopped)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 @pytest.fixture
 def project(tmp_path: Path, tokenizer_dir: Path) -> Iterator[Project]:
     """A project whose servers are all stopped at the end, also when the test fails."""
@@ -94,7 +85,7 @@ def test_agg_up_status_logs_down(project: Project) -> None:
     # Starting it again replaces our old instance instead of failing on the taken port.
     project.ok("agg")
     new_pid = project.pids()["sglang-agg"]
-    assert new_pid != pid and not running(pid)
+    assert new_pid != pid and not alive(pid)
 
     follow = subprocess.Popen([*INVOKE, "logs", "agg", "--follow"], cwd=REPO, env=project.env,
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
@@ -105,7 +96,7 @@ def test_agg_up_status_logs_down(project: Project) -> None:
     finally:
         follow.kill()
     assert follow.returncode == 0 and "[sim] ready" in followed
-    assert not running(new_pid) and http_status(f"{url}/health") is None
+    assert not alive(new_pid) and http_status(f"{url}/health") is None
     assert "nothing of ours" in project.ok("status")
     assert time.monotonic() - start < 60
 
@@ -136,7 +127,7 @@ def test_pd_with_the_rust_router_foreground_then_detached(project: Project) -> N
     finally:
         foreground.kill()
         foreground.wait()
-    assert not running(router_pid) and "router" not in project.pids()
+    assert not alive(router_pid) and "router" not in project.pids()
 
     project.ok("pd-router", "--detach")
     router = f"http://127.0.0.1:{s.router_port}"
@@ -147,7 +138,7 @@ def test_pd_with_the_rust_router_foreground_then_detached(project: Project) -> N
 
     down = project.ok("down")
     assert down.index("stopped router") < down.index("stopped sglang-prefill")
-    assert [name for name, pid in pids.items() if running(pid)] == []
+    assert [name for name, pid in pids.items() if alive(pid)] == []
     assert project.pids() == {}
 
 

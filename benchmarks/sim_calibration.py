@@ -15,22 +15,52 @@ Two ways to replay:
   clock (``--real-time`` to sleep for real): it measures the timing model alone, in seconds.
 
 The HTTP mode measures the model plus everything real on this machine: the simulator's and the
-client's CPU time (on 2 busy cores they add latency at c32), and the client's own length draws
-(sglang 0.5.23 draws outputs from [1, L], the reference's 0.5.5 from [0, L]: totals differ ~1%).
+client's CPU time, and the client's own length draws (sglang 0.5.23 draws outputs from [1, L],
+the reference's 0.5.5 from [0, L]; ``--direct --client-draws`` replays those same draws
+in-process, to compare like with like). Per workload it also prints, on stderr, the server's
+view from its ``--sim-trace``: the model's TTFT for the arrivals it saw, when it wrote the first
+chunk, the median lateness of its writes, and (aggregated) a virtual-clock replay of those very
+arrivals through the engine (``sim_replay.replay_arrivals``).
+
+Measured 2026-11-29 on this 2-core machine, 1-minute load average 0.5-0.9 (nothing else
+running); medians of |error| over the 12 workloads of each mode, one run each:
+
+* ``--direct``: agg throughput 3.1%, TTFT 10.8%, ITL 3.0%; pd_intra 4.7%, 5.6%, 3.1%.
+* HTTP + bench client, agg (06:25): throughput 4.9%, TTFT 6.8%, ITL 5.8%; two other runs that
+  morning gave 4.4/6.1/5.7% and 8.5/8.3/8.2%: at c32 HTTP numbers move by a few percent from run
+  to run. pd_intra through the mini-lb (06:19 run): 5.2%, 21.4%, 2.7%.
+
+Where HTTP and direct differ (the 06:25 agg run's diagnostics; nothing tuned to hide them):
+
+* The server is on time: its first chunk goes out 0.5-1.3 ms after the model's first-token
+  deadline, the median write lateness is 0.3-0.9 ms, and no stream fell behind (0 merged
+  tokens). The replay of the arrivals it saw gives the same numbers as the HTTP run: TTFT within
+  1.1 ms of the server's, mean ITL within 6% and throughput within 5% of the client's.
+* So the rest comes from the client. Its own time adds to TTFT: client TTFT minus the server's
+  first write is 2-5 ms at c8 and 6-24 ms at c32 (the bench client opens a session per request
+  and parses every cumulative chunk on one asyncio thread); through the Python mini-lb router
+  (pd_intra) 6-9 ms at c8 and 20-89 ms at c32. And it sends each next request a few ms after the
+  previous one ended instead of at once: the server saw 27.5-28.8 requests in flight on average
+  at n=100 c32 (28.6-29.4 in the direct replay), arriving at other moments relative to the
+  engine's steps, which changes how prefills interleave with decodes: with the same lengths
+  (``--client-draws``), HTTP agg c32 throughput is -6% to +15% of the direct replay's and its
+  mean ITL -21% to +3%. The reference's client ran on a much faster host.
+* The simulator costs about 20 us of CPU per streamed token (6 us of it the loopback ``send``;
+  ``benchmarks/sim_overhead.py``) plus about 1 ms per request, mostly the kernel's work for the
+  new connection the bench client opens for each request.
 
 Usage:
-    python benchmarks/sim_calibration.py [--direct] [--only agg|pd_intra] [--profile NAME]
+    python benchmarks/sim_calibration.py [--direct [--client-draws]] [--only agg|pd_intra]
+        [--profile NAME]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
 import re
-import selectors
 import socket
 import statistics
 import subprocess
@@ -42,9 +72,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sim_replay import DirectReplay, replay_arrivals, run_virtual
 
-from sglbench.sim import timing
-from sglbench.sim.engine import Engine, EngineConfig, GenRequest
 from sglbench.sim.profiles import DEFAULT_PROFILE, Profile, load_profile
 
 REFERENCE_DIR = Path("/work/shared/reference-results")
@@ -79,122 +108,25 @@ def load_workloads(directory: Path, only: str | None) -> list[Workload]:
     return workloads
 
 
-def reference_lengths(w: Workload, seed: int = 1) -> list[tuple[int, int]]:
+def reference_lengths(w: Workload, client: bool = False) -> list[tuple[int, int]]:
     """The (input, output) lengths the reference client (bench_serving 0.5.5, seed 1) drew.
 
     That client drew inputs from [1, L] and outputs from [0, L] (the input totals and output
-    totals of the reference rows match these draws exactly).
+    totals of the reference rows match these draws exactly). With ``client``: the draws of the
+    pinned client (sglang 0.5.23, outputs from [1, L]), which the HTTP replay uses.
     """
-    rng = np.random.RandomState(seed)
+    rng = np.random.RandomState(1)
     inputs = rng.randint(1, w.input_len + 1, size=w.num_prompts)
-    outputs = rng.randint(0, w.output_len + 1, size=w.num_prompts)
+    outputs = rng.randint(1 if client else 0, w.output_len + 1, size=w.num_prompts)
     return [(int(i), int(o)) for i, o in zip(inputs, outputs, strict=True)]
 
 
-@dataclass
-class _Record:
-    start: float
-    ttft: float = 0.0
-    itls: list[float] | None = None
-    tokens: int = 0
-
-
-class DirectReplay:
-    """In-process replay: engines on this loop, a client that awaits token streams."""
-
-    def __init__(self, profile: Profile, mode: str) -> None:
-        self.profile = profile
-        self.mode = mode
-        if mode == "agg":
-            config = EngineConfig(role="null", profile=profile, mem_fraction_static=0.9)
-            self.engines = [Engine(config)]
-        else:
-            self.engines = [
-                Engine(EngineConfig(role=role, profile=profile, mem_fraction_static=0.45))
-                for role in ("prefill", "decode")
-            ]
-
-    async def _request(self, rid: str, prompt: int, out: int) -> _Record:
-        loop = asyncio.get_running_loop()
-        rec = _Record(start=loop.time(), itls=[])
-        if self.mode == "agg":
-            stream = self.engines[0].generate(GenRequest(rid, prompt, out))
-        else:
-            async for _ in self.engines[0].generate(GenRequest(rid, prompt, out)):
-                pass
-            await asyncio.sleep(timing.kv_transfer_time(self.profile, prompt))
-            stream = self.engines[1].generate(GenRequest(rid, prompt, out, kv_ready=True))
-        last = rec.start
-        async for _ in stream:
-            now = loop.time()
-            if rec.tokens == 0:
-                rec.ttft = now - rec.start
-            else:
-                assert rec.itls is not None
-                rec.itls.append(now - last)
-            last = now
-            rec.tokens += 1
-        return rec
-
-    async def run(self, lengths: list[tuple[int, int]], concurrency: int) -> dict[str, float]:
-        """Replay with ``concurrency`` workers; return the client-side metrics."""
-        for engine in self.engines:
-            await engine.start()
-        sem = asyncio.Semaphore(concurrency)
-
-        async def limited(i: int, prompt: int, out: int) -> _Record:
-            async with sem:
-                return await self._request(f"r{i}", prompt, out)
-
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        records = await asyncio.gather(*(limited(i, p, o) for i, (p, o) in enumerate(lengths)))
-        duration = loop.time() - t0
-        for engine in self.engines:
-            await engine.stop()
-        itls = [x for r in records for x in (r.itls or [])]
-        return {
-            "output_throughput": sum(r.tokens for r in records) / duration,
-            "mean_ttft_ms": 1e3 * statistics.fmean(r.ttft for r in records),
-            "mean_itl_ms": 1e3 * statistics.fmean(itls) if itls else 0.0,
-        }
-
-
-class _VirtualClockSelector(selectors.DefaultSelector):
-    """A selector that, instead of waiting, advances a virtual clock by the timeout."""
-
-    clock = 0.0
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if timeout is not None and timeout > 0:
-            self.clock += timeout
-        return super().select(0)
-
-
-class VirtualClockLoop(asyncio.SelectorEventLoop):
-    """Event loop on virtual time: sleeps cost nothing, so a replay measures the model alone.
-
-    Only for in-process replays with no real I/O (the engines and the driver share the loop).
-    """
-
-    def __init__(self) -> None:
-        self._virtual = _VirtualClockSelector()
-        super().__init__(self._virtual)
-
-    def time(self) -> float:
-        return self._virtual.clock
-
-
-def simulate_direct(w: Workload, profile: Profile, virtual: bool = True) -> dict[str, float]:
+def simulate_direct(
+    w: Workload, profile: Profile, virtual: bool = True, client_draws: bool = False
+) -> dict[str, float]:
     """Replay one workload in-process (on virtual time unless ``virtual`` is False)."""
-    replay = DirectReplay(profile, w.mode).run(reference_lengths(w), w.concurrency)
-    if not virtual:
-        return asyncio.run(replay)
-    loop = VirtualClockLoop()
-    try:
-        return loop.run_until_complete(replay)
-    finally:
-        loop.close()
+    replay = DirectReplay(profile, w.mode).run(reference_lengths(w, client_draws), w.concurrency)
+    return run_virtual(replay, virtual)
 
 
 def _err(sim: float, ref: float) -> float:
@@ -226,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--real-time", action="store_true", help="with --direct: sleep for real, not virtual time"
     )
+    parser.add_argument(
+        "--client-draws",
+        action="store_true",
+        help="with --direct: the lengths the HTTP replay's client draws (to compare the two)",
+    )
     parser.add_argument("--only", choices=("agg", "pd_intra"), help="one mode only")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="simulator profile")
     parser.add_argument("--references", type=Path, default=REFERENCE_DIR, help="reference dir")
@@ -236,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no agg_*/pd_intra_* reference files in {args.references}", file=sys.stderr)
         return 2
     if args.direct:
-        sims = [simulate_direct(w, profile, virtual=not args.real_time) for w in workloads]
+        virtual, draws = not args.real_time, args.client_draws
+        sims = [simulate_direct(w, profile, virtual, draws) for w in workloads]
     else:
-        sims = replay_http(workloads, args.profile)
+        sims = replay_http(workloads, profile)
     print_table(list(zip(workloads, sims, strict=True)))
     return 0
 
@@ -271,6 +209,14 @@ class HttpStack:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.port = 0
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the simulators (and the router) of this stack."""
+        return sum(_cpu_seconds(proc.pid) for proc in self.procs)
+
+    def trace(self, name: str) -> Path:
+        """The ``--sim-trace`` file of simulator ``name`` (agg, prefill, decode)."""
+        return self.logs / f"{name}.trace.jsonl"
+
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.logs / f"{name}.log").open("wb")
         self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
@@ -279,6 +225,7 @@ class HttpStack:
         port = _free_port()
         argv = [sys.executable, "-m", "sglbench.sim", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--sim-profile", self.profile_name, "--mem-fraction-static", str(fraction)]
+        argv += ["--sim-trace", str(self.trace(name))]
         self._spawn(name, [*argv, "--disaggregation-mode", role, *extra])
         _wait_http_ok(f"http://127.0.0.1:{port}/health_generate", self.procs)
         return port
@@ -317,6 +264,45 @@ class HttpStack:
         self.procs.clear()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_view(trace: Path, offset: int, profile: Profile) -> tuple[str, int]:
+    """Means over the trace records written since ``offset``: where the streaming time went.
+
+    ``model`` is the engine's intended TTFT (first deadline - arrival at the server), ``write``
+    when the server wrote the first chunk (its lateness is this machine's CPU), ``lag`` the
+    median write lateness of all chunks. The client's TTFT minus ``write`` is the bench client's
+    own time (connection, request, parsing) plus the network.
+    """
+    with trace.open("rb") as f:
+        f.seek(offset)
+        records = [json.loads(line) for line in f.read().splitlines()]
+        end = f.tell()
+    streamed = [r for r in records if r["sent"]]
+    if not streamed:
+        return "no streamed records", end
+    model = statistics.fmean(r["deadlines"][0] - r["arrival"] for r in streamed)
+    write = statistics.fmean(r["sent"][0] - r["arrival"] for r in streamed)
+    lags = [s - d for r in streamed for s, d in zip(r["sent"], r["deadlines"], strict=True)]
+    merged = sum(r.get("coalesced", 0) for r in streamed)
+    text = (
+        f"server TTFT model {model * 1e3:.1f} ms, first write {write * 1e3:.1f} ms;"
+        f" write lag median {statistics.median(lags) * 1e3:.2f} ms; merged tokens {merged}"
+    )
+    if streamed[0]["role"] == "null" and len(streamed) > 1:
+        warmup = min(streamed, key=lambda r: float(r["arrival"]))
+        rep = replay_arrivals([r for r in streamed if r is not warmup], profile)
+        text += (
+            f"; replay {rep['output_throughput']:.0f} tok/s, TTFT {rep['mean_ttft_ms']:.1f} ms,"
+            f" ITL {rep['mean_itl_ms']:.2f} ms"
+        )
+    return text, end
+
+
 def simulate_http(w: Workload, port: int, tokenizer: Path, logs: Path) -> dict[str, float]:
     """Replay one workload with SGLang's real bench client against ``port`` on loopback."""
     out = logs / f"{w.tag}.jsonl"
@@ -333,10 +319,10 @@ def simulate_http(w: Workload, port: int, tokenizer: Path, logs: Path) -> dict[s
     with (logs / f"{w.tag}.client.log").open("wb") as log:
         subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, check=True)
     row = json.loads(out.read_text().splitlines()[-1])
-    return {k: float(row[k]) for k in METRICS}
+    return {k: float(row[k]) for k in (*METRICS, "total_output_tokens")}
 
 
-def replay_http(workloads: list[Workload], profile_name: str) -> list[dict[str, float]]:
+def replay_http(workloads: list[Workload], profile: Profile) -> list[dict[str, float]]:
     """Replay every workload over HTTP; one simulator stack per mode."""
     from sglbench.sim.tokenizer import ensure_offline_tokenizer
 
@@ -348,10 +334,19 @@ def replay_http(workloads: list[Workload], profile_name: str) -> list[dict[str, 
         todo = [w for w in workloads if w.mode == mode]
         if not todo:
             continue
-        with HttpStack(mode, profile_name, logs) as stack:
+        with HttpStack(mode, profile.name, logs) as stack:
+            trace, offset = stack.trace("agg" if mode == "agg" else "decode"), 0
             for w in todo:
-                print(f"  {w.tag} ...", file=sys.stderr, flush=True)
-                results[w.tag] = simulate_http(w, stack.port, tokenizer, logs)
+                cpu = stack.cpu_seconds()
+                results[w.tag] = sim = simulate_http(w, stack.port, tokenizer, logs)
+                cpu = stack.cpu_seconds() - cpu
+                view, offset = server_view(trace, offset, profile)
+                print(
+                    f"  {w.tag}: client TTFT {sim['mean_ttft_ms']:.1f} ms; {view}; servers' CPU"
+                    f" {cpu / sim['total_output_tokens'] * 1e6:.0f} us per output token",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return [results[w.tag] for w in workloads]
 
 

@@ -27,6 +27,7 @@ from sglbench.sim.protocol import (
     UserError,
     as_object,
     check_sampling,
+    held_back,
     int_field,
     make_jobs,
     merged,
@@ -233,9 +234,10 @@ async def _stream(
             async for i, token in tokens:
                 states[i].add(token)
                 pending[i] += token.text
-                if not token.finished and (token.index + 1) % interval:
-                    continue  # --stream-interval N: one chunk per N tokens
-                first = len(states[i].ids) <= interval
+                if held_back(token, interval):  # stream interval, or merged when behind
+                    jobs[i].coalesced += token.more_due
+                    continue
+                first = not jobs[i].sent
                 chunk = shape.chunk(i, pending[i], first, token.finished)
                 pending[i] = ""
                 if not resp.prepared:

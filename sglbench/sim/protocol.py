@@ -159,6 +159,21 @@ async def merged(service: SimService, jobs: list[Job]) -> AsyncGenerator[tuple[i
             task.cancel()
 
 
+def held_back(token: Token, interval: int) -> bool:
+    """Whether ``token`` goes out with a later chunk instead of its own.
+
+    ``--stream-interval N``: one chunk per N tokens, as in SGLang. And a reader that fell behind
+    the engine (the next token is already due: this machine's CPU, not the model, is late) sends
+    only the newest state, as SGLang's tokenizer manager does when several outputs queued up.
+    Chunks carry the cumulative text and ``completion_tokens``, so nothing is lost; SGLang's bench
+    client splits a chunk's gap evenly over its new tokens, so a merged chunk leaves its mean
+    ITL unchanged and turns a late burst (gaps near 0, then one long gap) into even gaps.
+    """
+    if token.finished:
+        return False
+    return token.more_due or (token.index + 1) % interval != 0
+
+
 def finish_reason(completion_tokens: int) -> dict[str, Any]:
     """SGLang's finish reason: the simulator always stops on the length limit."""
     return {"type": "length", "length": completion_tokens}

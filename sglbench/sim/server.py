@@ -3,9 +3,10 @@
 Native endpoints here; OpenAI ones in :mod:`sglbench.sim.openai_api`; server/model info in
 :mod:`sglbench.sim.info`. A streamed ``/generate`` answers SGLang's SSE: one
 ``data: {"text": <cumulative>, "output_ids": [<cumulative>], "meta_info": {...}}`` per token,
-written as soon as the engine's deadline for that token has passed, ``finish_reason`` only on
-the last one, then ``data: [DONE]``. Response headers go out with the first token, so a request
-the engine refuses still gets a proper HTTP 400.
+written as soon as the engine's deadline for that token has passed (a stream that fell behind
+sends only its newest state, see :func:`sglbench.sim.protocol.held_back`), ``finish_reason``
+only on the last one, then ``data: [DONE]``. Response headers go out with the first token, so
+a request the engine refuses still gets a proper HTTP 400.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ from sglbench.sim.protocol import (
     as_object,
     check_sampling,
     finish_reason,
+    held_back,
     int_field,
     make_jobs,
     merged,
     prompt_lengths,
 )
-from sglbench.sim.service import BadRequest, Job, NotReady, ServerFailure, SimService, Token
+from sglbench.sim.service import BadRequest, Job, NotReady, ServerFailure, SimService
 from sglbench.sim.tokenizer import load_tokenizer
 
 log = logging.getLogger("sglbench.sim")
@@ -167,12 +169,11 @@ class _NativeChunks:
         )
         self._tail = "}}\n\n" if index is None else f'}},"index":{index}}}\n\n'
 
-    def event(self, token: Token, now: float) -> bytes:
-        """The SSE event carrying ``token`` (text and ids cumulative, as SGLang streams)."""
+    def event(self, finished: bool, now: float) -> bytes:
+        """The SSE event of the output so far (text and ids cumulative, as SGLang streams)."""
         s = self.state
-        s.add(token)
         n = len(s.ids)
-        reason = f'{{"type":"length","length":{n}}}' if token.finished else "null"
+        reason = f'{{"type":"length","length":{n}}}' if finished else "null"
         e2e = now - self._job.arrival
         return (
             f'data: {{"text":"{s.text_json}","output_ids":[{s.ids_json}],{self._head}{reason}'
@@ -190,14 +191,16 @@ async def _stream_generate(
     try:
         async with contextlib.aclosing(merged(service, jobs)) as tokens:
             async for i, token in tokens:
-                event = chunks[i].event(token, loop.time())
-                if not token.finished and (token.index + 1) % interval:
-                    continue  # --stream-interval N: one event per N tokens, as in SGLang
+                chunk, job = chunks[i], jobs[i]
+                chunk.state.add(token)
+                if held_back(token, interval):
+                    job.coalesced += token.more_due
+                    continue
                 if not resp.prepared:
                     await resp.prepare(request)
-                await resp.write(event)
-                jobs[i].sent.append(loop.time())
-                jobs[i].deadlines.append(token.deadline)
+                await resp.write(chunk.event(token.finished, loop.time()))
+                job.sent.append(loop.time())
+                job.deadlines.append(token.deadline)
     except (*UserError, EngineStopped) as exc:
         failure = exc if isinstance(exc, UserError) else ServerFailure(str(exc))
         if not resp.prepared:

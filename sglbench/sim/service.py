@@ -69,14 +69,20 @@ class Job:
     max_new_tokens: int
     bootstrap: Bootstrap | None = None
     arrival: float = 0.0
-    deadlines: list[float] = field(default_factory=list)  # when the engine meant each token
+    # The engine's deadline of each token (streams: of the last token of each chunk sent).
+    deadlines: list[float] = field(default_factory=list)
     sent: list[float] = field(default_factory=list)  # when each chunk was written (streams)
+    coalesced: int = 0  # streamed tokens that went out in a later chunk (the reader was behind)
     kv_at: float | None = None  # PD: when the KV transfer ended (prefill) or was seen (decode)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Token:
-    """One output token as the HTTP layer sends it."""
+    """One output token as the HTTP layer sends it (treat as read-only).
+
+    Not frozen: one is built per streamed token, and at hundreds of streams a frozen
+    dataclass's slower ``__init__`` shows in the server's CPU per token.
+    """
 
     index: int
     token_id: int
@@ -84,6 +90,7 @@ class Token:
     text_json: str  # ``text`` escaped for a JSON string (no quotes)
     finished: bool
     deadline: float
+    more_due: bool  # the next token is already due: the reader is behind the engine
 
 
 class SimService:
@@ -154,7 +161,7 @@ class SimService:
             async for event in stream:
                 if role == "prefill":
                     await self._transfer_kv(job, event)
-                yield self._token(event, words)
+                yield self._token(event, words, stream.backlog() > 0)
         except BaseException:
             self._mark_room(job, "failed")  # a decode server waiting for this room stops now
             raise
@@ -169,7 +176,7 @@ class SimService:
         if self.args.sim_fail_rate > 0 and self._fail_rng.random() < self.args.sim_fail_rate:
             raise ServerFailure("Internal server error (injected by --sim-fail-rate)")
 
-    def _token(self, event: TokenEvent, words: list[int]) -> Token:
+    def _token(self, event: TokenEvent, words: list[int], more_due: bool) -> Token:
         out = self.tokenizer.output
         word = words[event.index] if event.index < len(words) else words[-1]
         return Token(
@@ -179,6 +186,7 @@ class SimService:
             out.text_json[word],
             event.finished,
             event.deadline,
+            more_due,
         )
 
     async def _wait_for_kv(self, job: Job) -> None:
@@ -225,6 +233,7 @@ class SimService:
                 "max_new_tokens": job.max_new_tokens,
                 "deadlines": job.deadlines,
                 "sent": job.sent,
+                "coalesced": job.coalesced,
                 "kv_at": job.kv_at,
             }
             self._trace.write(json.dumps(record) + "\n")

@@ -239,3 +239,18 @@ def test_max_total_tokens_defaults_to_the_memory_model() -> None:
     assert make().max_total_tokens > 2_000_000
     assert make(mem_fraction_static=0.45).max_total_tokens < 1_100_000
     assert make(max_total_tokens=5000).max_total_tokens == 5000
+
+
+def test_a_reader_that_falls_behind_sees_a_backlog_of_due_tokens_and_loses_none() -> None:
+    async def body(engine: Engine) -> tuple[int, list[int]]:
+        stream = engine.generate(GenRequest("a", 8, 6))
+        first = await stream.__anext__()
+        while engine.stats().generation_tokens_total < 4:  # the engine runs ahead of us
+            await asyncio.sleep(0)
+        backlog = stream.backlog()
+        rest = [event.index async for event in stream]
+        return backlog, [first.index, *rest]
+
+    backlog, indexes = run(make(), body)
+    assert backlog >= 3
+    assert indexes == list(range(6))

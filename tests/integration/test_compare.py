@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -155,4 +156,30 @@ def test_ctrl_c_keeps_finished_points_and_resume_measures_only_the_rest(tmp_path
     ok = [p["tag"] for p in meta["points"] if p["status"] == "ok"]
     assert collections.Counter(ok) == collections.Counter(measured)  # each measured once
     assert meta["interrupted"] is False and len(meta["resumed"]) == 1
+    assert_nothing_left(settings, run_dir)
+
+
+def requests_served(url: str) -> float:
+    """``sglang:num_requests_total`` of one worker, from its Prometheus text."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    values = [line.split()[-1] for line in text.splitlines()
+              if line.startswith("sglang:num_requests_total")]  # fmt: skip
+    return sum(float(v) for v in values)
+
+
+def test_compare_xpyd_runs_every_decode_worker(tmp_path: Path) -> None:
+    settings = loopback_settings(tmp_path, NUM_DECODE="2", BENCH_MAX_CONCURRENCY="8")
+    decodes = server_specs(settings, "decode")
+    served: list[list[float]] = []
+    run_dir = compare(settings, modes=["pd"], console=recording_console()[0],
+                      on_point=lambda _: served.append([requests_served(d.url) for d in decodes]))
+
+    (row,) = rows(run_dir / "pd_1p2d.jsonl")
+    assert row["tag"] == "pd_1p2d_in64_out16_c8_rinf" and row["completed"] == 16
+    meta = metadata(run_dir)
+    assert meta["gpus_per_mode"] == {"pd_1p2d": 3}
+    assert {"prefill", "decode-0", "decode-1"} <= set(meta["servers"])
+    # The router spread the requests over both decode workers (warmup included).
+    assert len(served) == 1 and all(n > 0 for n in served[0]) and sum(served[0]) >= 16
     assert_nothing_left(settings, run_dir)

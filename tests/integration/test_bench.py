@@ -127,3 +127,22 @@ def test_a_failing_server_gives_a_bench_error_with_the_clients_last_lines(
     assert message.startswith("point broken: ")
     assert "Warmup failed" in message  # the client's own words, from its log
     assert not (Path(settings.results_dir) / "broken.jsonl").exists()
+
+
+def test_rust_load_generator_is_selected_by_a_setting(
+    procs: Procs, tmp_path: Path, tokenizer_dir: Path
+) -> None:
+    sim = procs.sim("--host", "127.0.0.1")
+    settings = loopback_settings(tmp_path, AGG_PORT=str(sim.extra["port"]),
+                                 TOKENIZER_PATH=str(tokenizer_dir), BENCH_RUST_CLIENT="true",
+                                 BENCH_MAX_CONCURRENCY="8")  # fmt: skip
+    console, out = recording_console()
+    run_bench(settings, tag="agg_rust", dry_run=True, console=console)
+    assert "--rust-client" in out.getvalue()
+
+    (row,) = rows(run_bench(settings, tag="agg_rust", console=console))
+    assert row["tag"] == "agg_rust" and row["completed"] == 16
+    assert row["total_output_tokens"] == 16 * 16
+    assert row["mean_ttft_ms"] > 0 and row["mean_itl_ms"] > 0
+    # Only sglang 0.5.23's Rust client prints this; its Python client has no worker threads.
+    assert "worker threads" in (Path(settings.run_dir) / "bench" / "agg_rust.log").read_text()

@@ -76,7 +76,8 @@ from sim_replay import DirectReplay, replay_arrivals, run_virtual
 
 from sglbench.sim.profiles import DEFAULT_PROFILE, Profile, load_profile
 
-REFERENCE_DIR = Path("/work/shared/reference-results")
+# The checkout sits beside shared/ (the project layout, and CI's).
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference-results"
 _NAME = re.compile(r"^(agg|pd_intra)_n(\d+)_in(\d+)_out(\d+)_c(\d+)\.jsonl$")
 METRICS = ("output_throughput", "mean_ttft_ms", "mean_itl_ms")
 

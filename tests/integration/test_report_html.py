@@ -17,16 +17,16 @@ import pytest
 from PIL import Image
 
 from sglbench.report import build_report
+from tests.conftest import REFERENCE, needs_reference
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference-results"
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
         CHROMIUM is None,
         reason="Debian's chromium is not installed: apt-get install -y chromium (.ci/run does)",
     ),
-    pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"no results in {REFERENCE}"),
+    needs_reference,
 ]
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

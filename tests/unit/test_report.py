@@ -16,10 +16,10 @@ from rich.console import Console
 from sglbench.errors import ResultsError
 from sglbench.report import ReportPaths, build_report, plot_by_tag, print_summary, summary_table
 from sglbench.results import load_results
+from tests.conftest import REFERENCE, needs_reference
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = ROOT.parent / "shared" / "reference-results"
-pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"no results in {REFERENCE}")
+pytestmark = needs_reference
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -13,11 +13,10 @@ import pytest
 
 from sglbench.errors import ResultsError
 from sglbench.results import COLUMNS, load_results
+from tests.conftest import REFERENCE, needs_reference
 
 # Real GH200 results beside the checkout (../shared/reference-results), read only.
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference-results"
 REFERENCE_FILES = sorted(REFERENCE.glob("*.jsonl"))
-needs_reference = pytest.mark.skipif(not REFERENCE_FILES, reason=f"no results in {REFERENCE}")
 
 # Raw key -> loaded column, for numbers the loader must carry over unchanged.
 SAME_NUMBERS = {

@@ -11,9 +11,9 @@ from pandas import DataFrame as Frame
 
 from sglbench.checks import Workload, expected_output_mean, sanity_checks, workload_mismatches
 from sglbench.results import load_results
+from tests.conftest import REFERENCE, needs_reference
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference-results"
-pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"no results in {REFERENCE}")
+pytestmark = needs_reference
 
 
 def load_rows(tmp_path: Path, rows: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Frame:

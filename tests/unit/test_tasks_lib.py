@@ -16,8 +16,7 @@ from sglbench.checks import Finding
 from sglbench.errors import ConfigError, DockerError
 from sglbench.settings import ENV_FILE_VAR, load_settings
 from sglbench.specs import BENCH_MODULE
-
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference-results"
+from tests.conftest import REFERENCE, needs_reference
 
 
 def test_settings_layers_file_then_environment_then_set(tmp_path: Path) -> None:
@@ -98,7 +97,7 @@ def test_report_notes_count_findings_and_say_simulated() -> None:
         "sanity findings: 0", "workload mismatches: 1 (compared anyway: --force)"]
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"no results in {REFERENCE}")
+@needs_reference
 def test_report_says_what_it_found(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "results" / "sim-1"
     run.mkdir(parents=True)

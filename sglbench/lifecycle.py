@@ -70,9 +70,9 @@ def up_role(settings: Settings, role: Role, *, run_id: str, console: Console) ->
     try:
         for spec in specs:
             runtime = runtime_for(settings, spec.runtime)
-            console.print(f"starting {spec.name} ({spec.runtime}) on {spec.url}")
             runtime.start(spec, run_id)
             started.append((runtime, spec))
+            console.print(f"started {spec.name} ({spec.runtime}) for {spec.url}")
         for runtime, spec in started:
             seconds = wait_server_ready(
                 runtime, spec, timeout_s=settings.ready_timeout_s, console=console

@@ -80,6 +80,10 @@ def test_gpu_nodes_block_runs_as_written(checkout: Path, sim_env: dict[str, str]
     results = checkout / "results"
     agg_rows, pd_rows = rows(results / "agg_cg1n1.jsonl"), rows(results / "pd_cg1n1_cg1n2.jsonl")
     assert [r["completed"] for r in agg_rows + pd_rows] == [12, 12]
+    # "PD detected from the router": the agg row carries the server's own server_info, the PD
+    # row none (the router hides it), so the second bench really went through the router.
+    assert agg_rows[0]["server_info"]["disaggregation_mode"] == "null"  # type: ignore[index]
+    assert pd_rows[0]["server_info"] is None
     assert (results / "throughput_by_tag.png").stat().st_size > 0
     assert (results / "e2e_latency_by_tag.png").stat().st_size > 0
     (run_dir,) = [p for p in results.iterdir() if (p / "metadata.json").is_file()]

@@ -30,8 +30,8 @@ def setup(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
     c.run(command)
 
 
-@sgl_task()
-def config(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
+@sgl_task(dry_run=False)
+def config(c: Context, set_: Sets = None) -> None:
     """The effective settings and where each value came from (secrets masked)."""
     cli.console().print(cli.config_table(load(set_)))
 
@@ -120,19 +120,18 @@ def report(
 
 # --- status, logs, down ------------------------------------------------------------------------
 
-@sgl_task()
-def status(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
+@sgl_task(dry_run=False)
+def status(c: Context, set_: Sets = None) -> None:
     """What this project started and whether it still runs."""
     cli.console().print(cli.status_table(lifecycle.status(load(set_).settings)))
 
 
 @sgl_task(
+    dry_run=False,
     name="agg, prefill, decode, router, or one worker such as decode-1",
     follow="keep printing new lines until it stops (Ctrl-C ends)",
 )
-def logs(
-    c: Context, name: str, follow: bool = False, set_: Sets = None, dry_run: bool = False
-) -> None:
+def logs(c: Context, name: str, follow: bool = False, set_: Sets = None) -> None:
     """The log of a server or the router."""
     for line in lifecycle.log_lines(load(set_).settings, name, follow=follow):
         print(line, flush=follow)

@@ -4,7 +4,8 @@ Target and PD detection: ``sglbench.target``.
 
 Offline: with ``BENCH_DATASET=random`` (or sharegpt) and no ``BENCH_DATASET_PATH`` the client
 samples ShareGPT from the HF hub; when it is not in the local HF cache this is a ConfigError up
-front (no network probe: tests and air-gapped hosts must not reach out). The tokenizer is
+front (no network probe: tests and air-gapped hosts must not reach out); a dry run prints it as
+a ``# warning:`` line with the commands instead, and probes no server either. The tokenizer is
 TOKENIZER_PATH, else the simulator's offline tokenizer when SIMULATE=true, else the model's (the
 client asks the server's /model_info). ``HF_HUB_OFFLINE=1`` is set for the client whenever the
 dataset and the tokenizer are both local or cached, so it never waits on the hub; otherwise the
@@ -22,18 +23,22 @@ import math
 import os
 import re
 import shlex
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sglbench.benchworker import BenchWorker, PointOutcome, tail
+from sglbench.benchworker import TAIL_LINES, BenchWorker, PointOutcome
 from sglbench.errors import BenchError, ConfigError
+from sglbench.metadata import now
+from sglbench.runtime.process import tail
 from sglbench.settings import Settings
 from sglbench.specs import BENCH_MODULE, SweepPoint, bench_args, sweep_points
-from sglbench.target import Target, detect_target, dry_run_target
+from sglbench.target import Target, detect_target, planned_target
 
 SHAREGPT_REPO = "anon8231489123/ShareGPT_Vicuna_unfiltered"
 SHAREGPT_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"
@@ -74,6 +79,7 @@ class PointResult:
     row: dict[str, Any] | None
     client_limited: bool
     log: Path
+    started: str | None = None  # ISO time the point began (None: not measured by this call)
 
     @property
     def ok(self) -> bool:
@@ -139,11 +145,35 @@ def _tokenizer(settings: Settings, dry_run: bool) -> tuple[tuple[str, ...], bool
 def client_setup(settings: Settings, *, dry_run: bool = False) -> ClientSetup:
     """Check the client can run here (dataset, tokenizer) and decide its flags and env.
 
+    ``dry_run`` only shows where the simulator's tokenizer would be, without building it.
+
     Raises:
         ConfigError: the dataset or tokenizer would need the HF hub and is not available.
     """
-    dataset_local = _dataset_local(settings)
     extra, tokenizer_local = _tokenizer(settings, dry_run)
+    return _client(settings, _dataset_local(settings), extra, tokenizer_local)
+
+
+def planned_client(settings: Settings) -> tuple[ClientSetup, list[str]]:
+    """``client_setup`` for a dry run: never fails; what would stop a real run is returned as
+    ``# warning: ...`` lines to print with the commands.
+    """
+    warnings: list[str] = []
+    try:
+        dataset_local = _dataset_local(settings)
+    except ConfigError as exc:
+        warnings.append(f"# warning: {exc}")
+        dataset_local = False
+    try:
+        extra, tokenizer_local = _tokenizer(settings, dry_run=True)
+    except ConfigError as exc:
+        warnings.append(f"# warning: {exc}")
+        extra, tokenizer_local = (), False
+    return _client(settings, dataset_local, extra, tokenizer_local), warnings
+
+
+def _client(settings: Settings, dataset_local: bool, extra: tuple[str, ...],
+            tokenizer_local: bool) -> ClientSetup:
     env: dict[str, str] = {}
     offline = dataset_local and tokenizer_local
     if offline:
@@ -204,6 +234,7 @@ def file_size(path: Path) -> int:
 def run_point(worker: BenchWorker, settings: Settings, client: ClientSetup, *, target: Target,
               point: SweepPoint, tag: str, output_file: Path, log: Path) -> PointResult:
     """Measure one point; the client appends its row to ``output_file``."""
+    started = now()
     output_file.parent.mkdir(parents=True, exist_ok=True)
     offset = file_size(output_file)
     argv = client_argv(settings, client, target=target, tag=tag, output_file=output_file,
@@ -218,12 +249,12 @@ def run_point(worker: BenchWorker, settings: Settings, client: ClientSetup, *, t
     rows = [r for r in _appended_rows(output_file, offset) if r.get("tag") == tag]
     row = rows[-1] if rows else None
     limited = row is not None and client_limited(outcome.cores, settings)
-    return PointResult(point, tag, outcome, row, limited, log)
+    return PointResult(point, tag, outcome, row, limited, log, started)
 
 
 def failure_message(result: PointResult, client: ClientSetup) -> str:
     """One line saying why a point failed and what to do, plus the client's last lines."""
-    last = tail(result.log)
+    last = tail(result.log, TAIL_LINES)
     if not client.tokenizer_local and _HUB_FAILURE.search(last):
         return (f"the bench client could not load the tokenizer {client.tokenizer!r} from the HF "
                 "hub (not cached here, hub unreachable?); set TOKENIZER_PATH to a local "
@@ -282,7 +313,7 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
         tag: names the results file and the rows (``TAG_<label>`` per point in a sweep).
         base_url: what to benchmark; None: the router if it answers, else the agg server.
         pd: PD deployment (``--pd-separated``); None: detect it.
-        dry_run: print the client command lines, run nothing.
+        dry_run: print the client command lines, run nothing (``describe_bench``).
         console: where progress and the result table go.
 
     Returns:
@@ -296,22 +327,28 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
     check_tag(tag)
     output_file = Path(settings.results_dir) / f"{tag}.jsonl"
     points = sweep_points(settings)
-    client = client_setup(settings, dry_run=dry_run)
+    single = len(points) == 1
     if dry_run:
-        # A dry run never fails for want of a server: it shows the agg command then.
-        target = (Target(base_url, bool(pd), "given URL") if base_url
-                  else dry_run_target(settings, pd))
-        for point in points:
-            argv = client_argv(settings, client, target=target, output_file=output_file,
-                               tag=point_tag(tag, point, len(points) == 1), point=point)
-            console.print(shell_line(client, argv), soft_wrap=True, highlight=False)
+        for line in describe_bench(settings, tag=tag, base_url=base_url, pd=pd,
+                                   output_file=output_file):
+            console.print(line, soft_wrap=True, highlight=False, markup=False)
         return output_file
+    client = client_setup(settings)
     target = detect_target(settings, base_url, pd)
     console.print(f"benchmarking the {target.what} at {target.base_url} "
                   f"({'PD' if target.pd else 'aggregated'}), {len(points)} point(s) -> "
                   f"{output_file}")
     logs = Path(settings.run_dir) / "bench"
-    results = _run_points(settings, client, target, points, tag, output_file, logs, console)
+    worker = start_worker(settings, client, logs / "client-worker.log")
+    try:
+        with console.status("loading SGLang's bench client ..."):
+            worker.wait_ready()
+        # A single bench stops at the first failure, as the scripts did.
+        results = run_points(worker, settings, client, target=target, points=points,
+                             tag_of=lambda p: point_tag(tag, p, single), output_file=output_file,
+                             logs=logs, console=console, title=tag, on_result=lambda r: r.ok)
+    finally:
+        worker.close()
     console.print(results_table(results, f"results -> {output_file}",
                                 settings.bench_num_prompts))
     failed = [r for r in results if not r.ok]
@@ -320,24 +357,49 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
     return output_file
 
 
-def _run_points(settings: Settings, client: ClientSetup, target: Target,
-                points: list[SweepPoint], tag: str, output_file: Path, logs: Path,
-                console: Console) -> list[PointResult]:
-    results: list[PointResult] = []
-    worker = start_worker(settings, client, logs / "client-worker.log")
-    try:
-        with console.status("loading SGLang's bench client ..."):
-            worker.wait_ready()
-        for n, point in enumerate(points, 1):
-            point_tag_ = point_tag(tag, point, len(points) == 1)
-            with console.status(f"[{n}/{len(points)}] {point_tag_} ..."):
-                result = run_point(worker, settings, client, target=target, point=point,
-                                   tag=point_tag_, output_file=output_file,
-                                   log=logs / f"{point_tag_}.log")
-            results.append(result)
-            if not result.ok:
-                break  # a single bench stops at the first failure, as the scripts did
-    finally:
-        worker.close()
-    return results
+def describe_bench(settings: Settings, *, tag: str, base_url: str | None, pd: bool | None,
+                   output_file: Path) -> list[str]:
+    """What ``run_bench`` would run (``--dry-run``): never fails and never probes a server.
 
+    A dataset or tokenizer problem becomes a ``# warning:`` line; without ``--mode`` or a base
+    URL the agg command is shown, with a comment on the router that detection would prefer.
+    """
+    client, lines = planned_client(settings)
+    target, notes = planned_target(settings, base_url, pd)
+    points = sweep_points(settings)
+    lines += notes
+    for point in points:
+        argv = client_argv(settings, client, target=target, output_file=output_file,
+                           tag=point_tag(tag, point, len(points) == 1), point=point)
+        lines.append(shell_line(client, argv))
+    return lines
+
+
+def run_points(worker: BenchWorker, settings: Settings, client: ClientSetup, *, target: Target,
+               points: Sequence[SweepPoint], tag_of: Callable[[SweepPoint], str],
+               output_file: Path, logs: Path, console: Console, title: str,
+               on_result: Callable[[PointResult], bool]) -> list[PointResult]:
+    """Measure ``points`` in order through ``worker`` (left running), with a progress bar.
+
+    The one loop of ``bench`` and ``compare``: each point's row goes to ``output_file`` tagged
+    ``tag_of(point)``, its client output to ``logs/<tag>.log``; ``title`` names the bar.
+    ``on_result`` sees each result; returning False stops the loop there.
+
+    Returns:
+        The results of the points measured, in order.
+    """
+    results: list[PointResult] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(title, total=len(points))
+        for point in points:
+            tag = tag_of(point)
+            progress.update(task, description=f"{title} {point.label}")
+            result = run_point(worker, settings, client, target=target, point=point, tag=tag,
+                               output_file=output_file, log=logs / f"{tag}.log")
+            results.append(result)
+            progress.advance(task)
+            if not on_result(result):
+                break
+    return results

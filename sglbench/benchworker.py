@@ -26,6 +26,7 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,8 +39,10 @@ from typing import IO, Any
 import psutil
 
 from sglbench.errors import BenchError
+from sglbench.runtime.process import tail
 
 WORKER_MODULE = "sglbench.benchworker"
+TAIL_LINES = 15  # of a client log, in an error message
 _PROG = "sglang.benchmark.serving"
 
 
@@ -59,16 +62,6 @@ class PointOutcome:
     def cores(self) -> float:
         """CPU cores the client used while measured (1.0 = one core busy all the time)."""
         return self.cpu_s / self.measured_s if self.measured_s > 0 else 0.0
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    """The last ``lines`` non-empty lines of a log file ('' when there is none)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    kept = [ln.rstrip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
-    return "\n".join(kept[-lines:])
 
 
 class BenchWorker:
@@ -154,12 +147,15 @@ class BenchWorker:
         code = self._proc.wait()
         self._proc = None
         self.import_s = None
-        last = tail(point_log) if point_log else ""
-        last = last or tail(self.log)
+        last = tail(point_log, TAIL_LINES) if point_log else ""
+        last = last or tail(self.log, TAIL_LINES)
         raise BenchError(f"bench client process exited with code {code}; last lines:\n{last}")
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the worker: end of input first, then SIGTERM, then SIGKILL."""
+        """Stop the worker: end of input first, then SIGTERM, then SIGKILL to its process group.
+
+        The worker runs in its own session, so the group holds whatever the client started too.
+        """
         proc, self._proc = self._proc, None
         self.import_s = None
         if proc is None:
@@ -170,14 +166,20 @@ class BenchWorker:
         try:
             proc.wait(timeout=1.0)
         except subprocess.TimeoutExpired:  # busy with a point (Ctrl-C): stop it
-            proc.terminate()
+            _signal_group(proc, signal.SIGTERM)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal_group(proc, signal.SIGKILL)
                 proc.wait()
         if proc.stdout:
             proc.stdout.close()
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
+    """Signal the worker's process group (its pid: it leads its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
 
 
 # ---- worker side ------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from sglbench import lifecycle
 from sglbench.errors import ConfigError, SglbenchError
 from sglbench.runtime import Instance
 from sglbench.settings import ENV_FILE_VAR, LoadedSettings, Role, Settings, load_settings
-from sglbench.specs import Mode
 
 if TYPE_CHECKING:  # pandas-backed; imported only by the tasks that read results
     from sglbench.checks import Finding
@@ -37,9 +36,8 @@ DEBUG_VAR = "SGLBENCH_DEBUG"
 Sets = Sequence[str] | None
 COMMON_HELP = {
     "set": "override a setting, KEY=VALUE (repeatable), e.g. --set AGG_PORT=30010",
-    "dry-run": "print the commands it would run; start nothing",
+    "dry-run": "print what it would run, stop or write; start, stop and write nothing",
 }
-MODES: dict[str, Mode] = {"agg": "agg", "pd": "pd"}
 BENCH_MODES: dict[str, bool | None] = {"auto": None, "agg": False, "pd": True}
 
 
@@ -82,14 +80,18 @@ def overrides(items: Sequence[str]) -> dict[str, str]:
 
 @contextmanager
 def user_errors(environ: Mapping[str, str] | None = None) -> Iterator[None]:
-    """SglbenchError -> one line and its exit code; Ctrl-C (130) and a closed pipe (141) quietly.
+    """User errors -> one line and an exit code.
 
-    With $SGLBENCH_DEBUG set the error propagates, traceback and all.
+    SglbenchError: its message and exit code. A file-system error (``--out /dev/null/x``,
+    ``RESULTS_DIR`` under a file, no permission): ``error: PATH: REASON``, exit 1. Ctrl-C (130)
+    and a closed pipe (141) quietly. With $SGLBENCH_DEBUG set the error propagates, traceback
+    and all.
     """
+    debug = bool((os.environ if environ is None else environ).get(DEBUG_VAR))
     try:
         yield
     except SglbenchError as err:
-        if (os.environ if environ is None else environ).get(DEBUG_VAR):
+        if debug:
             raise
         raise Exit(f"error: {err}", err.exit_code) from None
     except KeyboardInterrupt:
@@ -99,15 +101,40 @@ def user_errors(environ: Mapping[str, str] | None = None) -> Iterator[None]:
         # interpreter's final flush does not fail again, and exit as a shell pipeline would.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise Exit(code=141) from None
+    except OSError as err:
+        if debug:
+            raise
+        raise Exit(f"error: {os_error_line(err)}", 1) from None
 
 
-def sgl_task(**help_: str) -> Callable[[Callable[..., None]], Any]:
+def os_error_line(err: OSError) -> str:
+    """``/dev/null/x: Not a directory``: the path and the reason, without the errno noise."""
+    if err.filename is None:
+        return str(err)
+    paths = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    return f"{paths}: {err.strerror or err}"
+
+
+def sgl_task(*, dry_run: bool = True, **help_: str) -> Callable[[Callable[..., None]], Any]:
     """``@task`` with help for the common arguments (--set, --dry-run) and one-line user errors.
 
     ``set_`` and ``path`` parameters become repeatable options.
+
+    Args:
+        dry_run: the task has side effects (starts, stops or writes something) and so a
+            ``dry_run`` parameter; False for tasks that only read and print (config, status,
+            logs), which then must not offer a ``--dry-run`` that would do nothing.
+        **help_: help of the task's own arguments.
+
+    Raises:
+        TypeError: the body's ``dry_run`` parameter disagrees with ``dry_run`` (a task bug).
     """
 
     def decorate(body: Callable[..., None]) -> Any:
+        if ("dry_run" in inspect.signature(body).parameters) != dry_run:
+            raise TypeError(f"task {body.__name__}: a dry_run parameter "
+                            f"{'is required' if dry_run else 'does nothing'} here")  # fmt: skip
+
         @functools.wraps(body)
         def run(*args: Any, **kwargs: Any) -> None:
             with user_errors():
@@ -155,20 +182,13 @@ def status_table(instances: Sequence[Instance]) -> Table | str:
 
 # --- argument parsers --------------------------------------------------------------------------
 
-def parse_modes(text: str) -> list[Mode]:
-    """``agg,pd`` -> ["agg", "pd"]; anything else is a one-line error.
+def split_modes(text: str) -> list[str]:
+    """``--modes " pd , agg"`` -> ["pd", "agg"], unchecked.
 
-    Raises:
-        ConfigError: an unknown mode, or none.
+    ``experiment.run_modes`` is the one place that knows the modes and refuses the others
+    (an empty item included: ``--modes ""`` is an error there, not "run nothing").
     """
-    modes: list[Mode] = []
-    for item in (m.strip() for m in text.split(",") if m.strip()):
-        if item not in MODES:
-            raise ConfigError(f"--modes {text}: unknown mode {item!r}; expected agg, pd or both")
-        modes.append(MODES[item])
-    if not modes:
-        raise ConfigError("--modes: empty; expected agg, pd or agg,pd")
-    return modes
+    return [m.strip() for m in text.split(",")]
 
 
 def parse_bench_mode(text: str) -> bool | None:
@@ -225,7 +245,7 @@ def compare_task(settings: Settings, modes: str, resume: str, force: bool, dry_r
     Returns:
         The run directory, or None for a dry run.
     """
-    mode_list = parse_modes(modes)
+    mode_list = split_modes(modes)
     # experiment imports the bench client machinery; keep `invoke --list` and the rest quick.
     from sglbench import experiment
 
@@ -252,15 +272,19 @@ def demo_task(settings: Settings, *, dry_run: bool) -> None:
 
 
 def plot_task(settings: Settings, paths: Sets, out: str, *, dry_run: bool) -> None:
-    """``invoke plot``: the summary table, then the per-tag PNGs (not with ``dry_run``)."""
+    """``invoke plot``: the summary table, then the per-tag PNGs (``dry_run``: say which)."""
+    inputs = result_inputs(settings, paths)
+    out_dir = Path(out or settings.results_dir)
+    if dry_run:
+        print(f"would read {', '.join(map(str, inputs))}")
+        print(f"would write {out_dir}/throughput_by_tag.png and e2e_latency_by_tag.png")
+        return
     from sglbench.report import plot_by_tag, print_summary
     from sglbench.results import load_results
 
-    df = load_results(result_inputs(settings, paths))
+    df = load_results(inputs)
     print_summary(df, console())
-    if dry_run:
-        return
-    for png in plot_by_tag(df, Path(out or settings.results_dir)):
+    for png in plot_by_tag(df, out_dir):
         print(f"wrote {png}")
 
 

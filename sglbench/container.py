@@ -22,10 +22,13 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from sglbench.errors import ConfigError
 from sglbench.settings import Role, Settings
 from sglbench.specs import ServerSpec
 
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
+# Endpoints whose engine runs on this machine, so a path here is a path there too.
+_LOCAL_SCHEMES = ("unix://", "npipe://")
 IB_DEVICE_PATH = "/dev/infiniband"
 MASK = "********"
 
@@ -73,6 +76,33 @@ def wants_rdma(settings: Settings, role: Role) -> bool:
     return role != "agg" and bool(settings.ib_device) and settings.transfer_backend != "fake"
 
 
+def hf_cache_source(hf_cache_dir: str, role: Role, endpoint: str) -> str:
+    """The host side of the HF cache mount, as the role's docker engine must see it.
+
+    Args:
+        hf_cache_dir: HF_CACHE_DIR as set.
+        role: The server role (names its ``*_DOCKER_HOST`` key in errors).
+        endpoint: The role's docker endpoint ("" = the local engine).
+
+    Returns:
+        For a local engine, the path with ``~`` expanded here and made absolute (a relative
+        ``-v`` source would be a named volume); for a remote engine, the path unchanged.
+
+    Raises:
+        ConfigError: the engine is remote and the path starts with ``~`` or is relative: this
+            machine cannot know that node's home or working directory.
+    """
+    if not endpoint or endpoint.startswith(_LOCAL_SCHEMES):
+        return str(Path(hf_cache_dir).expanduser().absolute())
+    if not hf_cache_dir.startswith("/"):
+        key = f"{role.upper()}_DOCKER_HOST"
+        raise ConfigError(
+            f"HF_CACHE_DIR={hf_cache_dir} is not absolute, but {key}={endpoint} is a remote "
+            "engine (~ or a relative path would be resolved on this machine, not on that node); "
+            "give the absolute path on that node, e.g. HF_CACHE_DIR=/home/USER/.cache/huggingface")
+    return hf_cache_dir
+
+
 def container_spec(settings: Settings, spec: ServerSpec, run_id: str = "") -> ContainerSpec:
     """The container of one server worker.
 
@@ -82,7 +112,10 @@ def container_spec(settings: Settings, spec: ServerSpec, run_id: str = "") -> Co
         run_id: Run id written into the labels ("" for a dry run: no run-id label).
 
     Returns:
-        The container spec; HF_CACHE_DIR's ``~`` is expanded on the control host.
+        The container spec; HF_CACHE_DIR's ``~`` is expanded here only for a local engine.
+
+    Raises:
+        ConfigError: HF_CACHE_DIR is not absolute and the role's engine is remote.
     """
     pd = spec.role != "agg"
     labels = {LABEL_PROJECT: PROJECT, LABEL_ROLE: spec.role, LABEL_NAME: spec.name,
@@ -103,7 +136,8 @@ def container_spec(settings: Settings, spec: ServerSpec, run_id: str = "") -> Co
         privileged=pd and settings.docker_privileged,
         # Agg keeps the original port mapping; the server listens on the same port inside.
         ports=() if pd else ((spec.port, spec.port),),
-        volumes=((str(Path(settings.hf_cache_dir).expanduser()), HF_CACHE_IN_CONTAINER),),
+        volumes=((hf_cache_source(settings.hf_cache_dir, spec.role, spec.docker_host),
+                  HF_CACHE_IN_CONTAINER),),
         environment=(("HF_HOME", HF_CACHE_IN_CONTAINER),),
         devices=(IB_DEVICE_PATH,) if rdma else (),
         memlock_unlimited=rdma,

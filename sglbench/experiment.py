@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, get_args
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sglbench import lifecycle
 from sglbench.bench import (
@@ -30,27 +29,34 @@ from sglbench.bench import (
     client_argv,
     client_setup,
     failure_message,
+    planned_client,
     results_table,
-    run_point,
+    run_points,
     shell_line,
     start_worker,
 )
-from sglbench.benchworker import BenchWorker
+from sglbench.benchworker import BenchWorker, PointOutcome
 from sglbench.errors import BenchError, ConfigError
 from sglbench.metadata import (
     new_metadata,
     now,
-    read_metadata,
     server_infos,
+    set_point,
+    setup,
     workload,
     workload_diff,
     write_metadata,
 )
+from sglbench.results import read_metadata
 from sglbench.settings import Settings
 from sglbench.specs import Mode, SweepPoint, router_spec, server_specs, sweep_points
 from sglbench.target import Target
 
 PointHook = Callable[[PointResult], None]
+# The outcome of a point whose row was found in the file but never recorded (a Ctrl-C came
+# between the client's write and ours): it finished, its CPU figures are unknown.
+_ADOPTED = PointOutcome(ok=True, error=None, cpu_s=0.0, measured_s=0.0, phase="unrecorded",
+                        seconds=0.0)
 
 
 @dataclass(frozen=True)
@@ -88,14 +94,6 @@ def point_tag(mode: RunMode, point: SweepPoint) -> str:
     return f"{mode.name}_{point.label}"
 
 
-def unique_points(settings: Settings) -> list[SweepPoint]:
-    """The sweep, each point once (a list such as ``8,8`` must not measure a point twice)."""
-    seen: dict[str, SweepPoint] = {}
-    for point in sweep_points(settings):
-        seen.setdefault(point.label, point)
-    return list(seen.values())
-
-
 def repair_jsonl(path: Path) -> bool:
     """Drop a last line cut short by a kill (no newline), so appended rows stay parseable."""
     if not path.exists() or path.stat().st_size == 0:
@@ -126,23 +124,31 @@ def pending_points(mode: RunMode, points: Sequence[SweepPoint],
     return [p for p in points if point_tag(mode, p) not in done]
 
 
-def point_record(mode: RunMode, result: PointResult, *, num_prompts: int, started: str,
+def point_record(mode: RunMode, result: PointResult, *, num_prompts: int,
                  run_dir: Path) -> dict[str, Any]:
-    """The ``points`` entry of the metadata for one measured point."""
+    """The ``points`` entry of the metadata for one point (``result.started`` None: a row
+    adopted from the file, whose client figures were never recorded).
+    """
     p, o = result.point, result.outcome
-    return {
+    measured = result.started is not None
+    record = {
         "tag": result.tag, "mode": mode.name, "label": p.label,
         "input_len": p.input_len, "output_len": p.output_len,
         "max_concurrency": p.max_concurrency, "request_rate": p.request_rate,
         "num_prompts": num_prompts, "status": "ok" if result.ok else "failed",
         "error": None if result.ok else (o.error or "no result row"),
-        "client_cpu_cores": round(o.cores, 3), "client_cpu_phase": o.phase,
-        "client_limited": result.client_limited, "client_seconds": round(o.seconds, 2),
-        "host_cpu_busy": round(o.host_busy, 3),
-        "started": started, "ended": now(),
+        "client_cpu_cores": round(o.cores, 3) if measured else None,
+        "client_cpu_phase": o.phase if measured else None,
+        "client_limited": result.client_limited if measured else None,
+        "client_seconds": round(o.seconds, 2) if measured else None,
+        "host_cpu_busy": round(o.host_busy, 3) if measured else None,
+        "started": result.started, "ended": now() if measured else None,
         "log": str(result.log.relative_to(run_dir)) if result.log.is_relative_to(run_dir)
         else str(result.log),
     }  # fmt: skip
+    if not measured:
+        record["note"] = "row written just before an interrupt; client CPU not recorded"
+    return record
 
 
 def _new_run_dir(settings: Settings) -> tuple[str, Path]:
@@ -161,7 +167,8 @@ def open_run(settings: Settings, plan: list[RunMode], resume: str | None,
     """The run directory and its metadata: a new run, or the one to resume.
 
     Raises:
-        ConfigError: no such run, or its workload differs and ``force`` is false.
+        ConfigError: no such run, or its workload or setup (``metadata.setup``) differs and
+            ``force`` is false.
     """
     gpus = {m.name: m.gpus for m in plan}
     if not resume:
@@ -175,9 +182,11 @@ def open_run(settings: Settings, plan: list[RunMode], resume: str | None,
                           f"run id from {settings.results_dir}/")
     meta = read_metadata(run_dir)
     diff = workload_diff(meta.get("workload") or {}, workload(settings))
+    # A run from before the setup fingerprint has none to compare: it gets the current one.
+    diff += workload_diff(meta.setdefault("setup", setup(settings)), setup(settings))
     if diff and not force:
         raise ConfigError(f"--resume {resume}: the workload differs from the run's "
-                          f"({'; '.join(diff)}); use the run's BENCH_* settings, start a new "
+                          f"({'; '.join(diff)}); use the run's settings, start a new "
                           "run, or pass --force to mix them (the report will say so)")
     if diff:
         meta["forced_mismatch"] = True
@@ -227,46 +236,34 @@ class _Run:
                 self.worker.wait_ready()
             self._measure(mode, Target(base_url, mode.kind == "pd", mode.name), todo, out)
         finally:
-            lifecycle.down(self.settings, self.console)
+            # Only what this run started: servers of other runs (other ports) keep running.
+            lifecycle.down(self.settings, self.console, run_id=self.meta["run_id"])
 
     def _adopt_rows(self, mode: RunMode, points: list[SweepPoint], done: set[str]) -> None:
         """Record points whose row was written just before a Ctrl-C, so none goes missing."""
-        recorded = {p.get("tag") for p in self.meta["points"]}
+        recorded = {p.get("tag") for p in self.meta["points"] if p.get("status") == "ok"}
         for point in points:
             tag = point_tag(mode, point)
             if tag in done and tag not in recorded:
-                self.meta["points"].append({
-                    "tag": tag, "mode": mode.name, "label": point.label,
-                    "input_len": point.input_len, "output_len": point.output_len,
-                    "max_concurrency": point.max_concurrency,
-                    "request_rate": point.request_rate,
-                    "num_prompts": self.settings.bench_num_prompts, "status": "ok",
-                    "error": None, "client_cpu_cores": None, "client_limited": None,
-                    "note": "row written just before an interrupt; client CPU not recorded",
-                })  # fmt: skip
+                result = PointResult(point, tag, _ADOPTED, {"tag": tag}, False,
+                                     self.run_dir / "logs" / f"{tag}.log")
+                set_point(self.meta, point_record(
+                    mode, result, num_prompts=self.settings.bench_num_prompts,
+                    run_dir=self.run_dir))
 
     def _measure(self, mode: RunMode, target: Target, todo: list[SweepPoint],
                  out: Path) -> None:
         assert self.worker is not None
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
-        with Progress(*columns, console=self.console) as progress:
-            task = progress.add_task(mode.name, total=len(todo))
-            for point in todo:
-                tag = point_tag(mode, point)
-                progress.update(task, description=f"{mode.name} {point.label}")
-                started = now()
-                result = run_point(self.worker, self.settings, self.client, target=target,
-                                   point=point, tag=tag, output_file=out,
-                                   log=self.run_dir / "logs" / f"{tag}.log")
-                self._record(mode, result, started)
-                progress.advance(task)
+        run_points(self.worker, self.settings, self.client, target=target, points=todo,
+                   tag_of=lambda p: point_tag(mode, p), output_file=out,
+                   logs=self.run_dir / "logs", console=self.console, title=mode.name,
+                   on_result=lambda r: self._record(mode, r))
 
-    def _record(self, mode: RunMode, result: PointResult, started: str) -> None:
+    def _record(self, mode: RunMode, result: PointResult) -> bool:
+        """Keep the point (metadata saved at once); True: a compare goes on after a failure."""
         self.results.append(result)
-        self.meta["points"].append(point_record(
-            mode, result, num_prompts=self.settings.bench_num_prompts, started=started,
-            run_dir=self.run_dir))
+        set_point(self.meta, point_record(
+            mode, result, num_prompts=self.settings.bench_num_prompts, run_dir=self.run_dir))
         self.save()
         if not result.ok:
             message = failure_message(result, self.client)
@@ -274,6 +271,7 @@ class _Run:
             self.console.print(f"[red]{message}[/red]")
         if self.on_point is not None:
             self.on_point(result)
+        return True
 
     def close(self, interrupted: bool) -> None:
         if self.worker is not None:
@@ -290,17 +288,18 @@ def describe_compare(settings: Settings, modes: Sequence[str], resume: str | Non
     With ``resume``, only the points the run still lacks (a mode with none left starts no
     server); the run must exist and match the workload unless ``force``. Nothing is written.
 
+    A dataset or tokenizer problem that would stop the real run is a ``# warning:`` line.
+
     Raises:
-        ConfigError: bad modes, unknown run, workload mismatch, dataset needing the hub.
+        ConfigError: bad modes, unknown run, workload mismatch.
     """
     plan = run_modes(settings, modes)
-    client = client_setup(settings, dry_run=True)
+    client, lines = planned_client(settings)
     run_dir = (open_run(settings, plan, resume, force)[0] if resume
                else Path(settings.results_dir) / "<run-id>")
-    lines: list[str] = []
     for mode in plan:
         out = run_dir / f"{mode.name}.jsonl"
-        todo = pending_points(mode, unique_points(settings), done_tags(out))
+        todo = pending_points(mode, sweep_points(settings), done_tags(out))
         if not todo:
             lines.append(f"# {mode.name}: every point is already measured in {out}")
             continue
@@ -345,7 +344,7 @@ def compare(settings: Settings, *, modes: Sequence[str], resume: str | None = No
     run = _Run(settings, run_dir, meta, client, console, on_point)
     run.save()
     console.print(f"run {meta['run_id']} -> {run_dir}")
-    points = unique_points(settings)
+    points = sweep_points(settings)
     interrupted = True
     try:
         for mode in plan:

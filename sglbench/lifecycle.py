@@ -2,7 +2,8 @@
 
 ``up_*`` start, wait until ready and say where each server listens; if a start or readiness fails,
 what that call started is stopped again, so a failed ``up`` leaves nothing behind. ``down`` and
-``status`` see only what this project started (pid files, container labels).
+``status`` see only what this project started (pid files, container labels); ``down`` with a
+run id only what that run started.
 """
 
 from __future__ import annotations
@@ -119,22 +120,31 @@ def up_mode(settings: Settings, mode: Mode, *, run_id: str, console: Console) ->
         raise
 
 
-def down(settings: Settings, console: Console) -> int:
-    """Stop what this project started (router first); return how many were running."""
+def down(settings: Settings, console: Console, run_id: str | None = None) -> int:
+    """Stop what this project started (router first); return how many were running.
+
+    Args:
+        settings: which RUN_DIR (pid files) and docker engines to look at.
+        console: where each stop is reported.
+        run_id: only what that run started (a compare's teardown); None: everything of ours,
+            also of other runs and older settings (``invoke down``).
+    """
     stopped = 0
     process = ProcessRuntime(settings)
-    for record in sorted(process.records(), key=lambda r: r.name != ROUTER_NAME):
+    records = [r for r in process.records() if run_id is None or r.run_id == run_id]
+    for record in sorted(records, key=lambda r: r.name != ROUTER_NAME):
         if process.stop_name(record.name):
             console.print(f"stopped {record.name} (pid {record.pid})")
             stopped += 1
         else:
             console.print(f"{record.name} had already exited (pid {record.pid})")
     if any(settings.role_runtime(role) == "docker" for role in ROLES):
-        for name in _docker_runtime(settings).stop_all():
+        for name in _docker_runtime(settings).stop_all(run_id=run_id):
             console.print(f"stopped {name} (docker, container removed)")
             stopped += 1
     if stopped == 0:
-        console.print("nothing of ours was running")
+        console.print(f"nothing of run {run_id} was running" if run_id
+                      else "nothing of ours was running")
     return stopped
 
 

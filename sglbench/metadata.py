@@ -2,9 +2,10 @@
 
 Shape (the harness contract): ``run_id, started, ended, simulated, workload, settings (secrets
 removed), versions, servers ({worker: its /server_info}), git_commit, gpus_per_mode,
-forced_mismatch, points`` plus ``modes``, ``gpus``, ``resumed`` and ``interrupted``. Everything
-is written through ``scrub`` so no secret value (HF_TOKEN, ...) reaches the file even when a
-server echoes it back.
+forced_mismatch, points`` plus ``modes``, ``gpus``, ``resumed``, ``interrupted`` and ``setup``
+(BENCH_BACKEND, MODEL_PATH, ...: what a resume checks besides the workload). Everything is written
+through ``scrub`` so no secret value (HF_TOKEN, ...) reaches the file even when a server echoes
+it back.
 
 Docker images: when a role runs in docker, ``versions`` also holds ``image`` (SGLANG_IMAGE) and,
 per engine, ``image_id@<engine>`` and ``image_digest@<engine>`` (``sglbench.runtime.docker.
@@ -25,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import sglbench
-from sglbench.errors import ResultsError
 from sglbench.lifecycle import MODE_ROLES
+from sglbench.readiness import http_get
+from sglbench.results import METADATA_FILE
 from sglbench.settings import ROLES, Settings, is_secret, public_settings
 from sglbench.specs import Mode, server_specs
-from sglbench.target import http_get
 
-METADATA_FILE = "metadata.json"
 _PACKAGES = ("sglang", "sglang-router", "smg", "sglbench")
 _MASK = "********"
 
@@ -59,6 +59,35 @@ def workload(settings: Settings) -> dict[str, Any]:
         "warmup": settings.bench_warmup_requests,
         "request_rate": list(settings.bench_request_rate),
     }
+
+
+def setup(settings: Settings) -> dict[str, Any]:
+    """What serves and measures the workload: a resumed run must not change it unnoticed.
+
+    Keyed by the settings keys, so a mismatch names what to set back.
+    """
+    return {
+        "BENCH_BACKEND": settings.bench_backend,
+        "MODEL_PATH": settings.model_path,
+        "TOKENIZER_PATH": settings.tokenizer_path,
+        "SIMULATE": settings.simulate,
+        "SIM_PROFILE": settings.sim_profile,
+        "ROUTER_IMPL": settings.router_impl,
+    }
+
+
+def set_point(meta: dict[str, Any], record: Mapping[str, Any]) -> None:
+    """Put a point's record into ``meta["points"]``, replacing an older one of the same tag.
+
+    A re-measured point (a failure retried by ``--resume``) keeps one record, the newest, in
+    the place of the old one.
+    """
+    points: list[dict[str, Any]] = meta["points"]
+    for n, point in enumerate(points):
+        if point.get("tag") == record["tag"]:
+            points[n] = dict(record)
+            return
+    points.append(dict(record))
 
 
 def workload_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -117,9 +146,9 @@ def server_infos(settings: Settings, mode: Mode) -> dict[str, Any]:
             key = role if len(specs) == 1 else f"{role}-{spec.index}"
             infos[key] = {"url": spec.url, "error": "no answer"}
             for path in ("/server_info", "/get_server_info"):
-                answer = http_get(spec.url + path, timeout=5.0)
-                if answer is not None and answer[0] == 200 and isinstance(answer[1], dict):
-                    infos[key] = answer[1]
+                answer = http_get(spec.url + path, timeout_s=5.0)
+                if answer.status == 200 and isinstance(answer.body, dict):
+                    infos[key] = answer.body
                     break
     return infos
 
@@ -163,6 +192,7 @@ def new_metadata(settings: Settings, *, run_id: str, modes: list[str],
         "simulated": settings.simulate,
         "modes": modes,
         "workload": workload(settings),
+        "setup": setup(settings),
         "settings": public_settings(settings),
         "versions": versions(settings),
         "servers": {},
@@ -183,20 +213,3 @@ def write_metadata(run_dir: Path, metadata: Mapping[str, Any], settings: Setting
     tmp.write_text(json.dumps(scrub(metadata, secrets_of(settings)), indent=2) + "\n")
     os.replace(tmp, path)
     return path
-
-
-def read_metadata(run_dir: Path) -> dict[str, Any]:
-    """The run's metadata.
-
-    Raises:
-        ResultsError: missing or unreadable.
-    """
-    path = run_dir / METADATA_FILE
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ResultsError(f"{path}: cannot read the run's metadata ({exc}); "
-                           "start a new run instead of resuming") from None
-    if not isinstance(data, dict):
-        raise ResultsError(f"{path}: not a JSON object; start a new run instead of resuming")
-    return data

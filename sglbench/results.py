@@ -292,7 +292,8 @@ def _prompt_counts(
 def _point_for(metadata: Mapping[str, Any], tag: str) -> Mapping[str, Any]:
     points = metadata.get("points")
     if isinstance(points, list):
-        for point in points:
+        # The newest record of a tag counts (older sglbench appended a re-measured point twice).
+        for point in reversed(points):
             if isinstance(point, dict) and point.get("tag") == tag:
                 return point
     return {}

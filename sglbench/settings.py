@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import io
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,8 @@ _SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD")
 _EMPTY_IS_A_VALUE = frozenset({"IB_DEVICE"})
 # Read by tasks.py itself (which .env to load), not a setting.
 ENV_FILE_VAR = "SGLBENCH_ENV_FILE"
+# The key at the start of a .env line (after an optional "export").
+_LINE_KEY = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)")
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -144,8 +147,9 @@ class Settings(BaseModel):
                                                  description="decode --mem-fraction-static (0.8)")
 
     # --- runtime -------------------------------------------------------------------------------
-    runtime: Runtime = Field("process", alias="RUNTIME",
-                             description="default runtime of every server role")
+    runtime: Runtime = Field("docker", alias="RUNTIME",
+                             description="default runtime of every server role (docker, as "
+                             "the original scripts; process for the simulator)")
     agg_runtime: Runtime | None = Field(None, alias="AGG_RUNTIME", description="agg runtime")
     prefill_runtime: Runtime | None = Field(None, alias="PREFILL_RUNTIME",
                                             description="prefill runtime")
@@ -293,12 +297,13 @@ def _read_env_file(env_file: Path) -> dict[str, str]:
     text = env_file.read_text(encoding="utf-8")
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
-            line = (binding.original.string.strip().splitlines() or [""])[0]
-            if is_secret(line.upper()):  # e.g. "HF_TOKEN hf_..." must not echo the token
-                line = line.split()[0] + " ..."
+            # Never echo the line: its value may be a token (HF_TOKEN="hf_... with no closing
+            # quote). The key, when the line starts with one, is enough to find it.
+            key = _LINE_KEY.match(binding.original.string)
+            what = f"the line of {key.group(1)}" if key else "this line"
             raise ConfigError(
-                f"{env_file}:{binding.original.line}: cannot parse {line[:40]!r}; "
-                "write KEY=VALUE (quote values with spaces)"
+                f"{env_file}:{binding.original.line}: cannot parse {what}; "
+                "write KEY=VALUE (quote values with spaces, close every quote)"
             )
     # dotenv_values also expands ${VAR} references, as a shell would.
     values = dotenv_values(stream=io.StringIO(text))

@@ -93,16 +93,18 @@ class SweepPoint:
 
 
 def sweep_points(settings: Settings) -> list[SweepPoint]:
-    """Cross product of BENCH_INPUT_LEN x BENCH_OUTPUT_LEN x BENCH_MAX_CONCURRENCY x RATE."""
-    return [
-        SweepPoint(i, o, c, r)
-        for i, o, c, r in itertools.product(
-            settings.bench_input_len,
-            settings.bench_output_len,
-            settings.bench_max_concurrency,
-            settings.bench_request_rate,
-        )
-    ]
+    """Cross product of BENCH_INPUT_LEN x BENCH_OUTPUT_LEN x BENCH_MAX_CONCURRENCY x RATE.
+
+    Each point once, in first-seen order: a list such as ``8,8`` must not measure a point twice
+    (bench and compare alike).
+    """
+    product = itertools.product(
+        settings.bench_input_len,
+        settings.bench_output_len,
+        settings.bench_max_concurrency,
+        settings.bench_request_rate,
+    )
+    return list(dict.fromkeys(SweepPoint(i, o, c, r) for i, o, c, r in product))
 
 
 def _role_host_port(settings: Settings, role: Role, index: int) -> tuple[str, int]:

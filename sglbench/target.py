@@ -17,9 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sglbench import readiness
 from sglbench.errors import BenchError
+from sglbench.readiness import http_get
 from sglbench.settings import Settings
+
+_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,6 @@ class Target:
     base_url: str
     pd: bool
     what: str  # for people: "router", "agg server", "given URL"
-
-
-def http_get(url: str, timeout: float = 3.0) -> tuple[int, Any] | None:
-    """GET ``url`` (never through a proxy): (status, JSON body or None), None if no answer."""
-    answer = readiness.http_get(url, timeout_s=timeout)
-    return None if answer.status is None else (answer.status, answer.body)
 
 
 def _pd_from_info(info: dict[str, Any]) -> bool | None:
@@ -49,12 +45,12 @@ def _pd_from_info(info: dict[str, Any]) -> bool | None:
 def detect_pd(base_url: str) -> bool:
     """True if ``base_url`` serves PD (see the module docstring for the rules)."""
     for path in ("/server_info", "/get_server_info"):
-        answer = http_get(base_url + path)
-        if answer is None:
+        answer = http_get(base_url + path, timeout_s=_TIMEOUT_S)
+        if answer.status is None:
             raise BenchError(f"nothing answers at {base_url}; start the server (invoke agg, or "
                              "invoke prefill/decode/pd-router) or fix --base-url")
-        status, info = answer
-        if status == 200 and isinstance(info, dict):
+        info = answer.body
+        if answer.status == 200 and isinstance(info, dict):
             pd = _pd_from_info(info)
             if pd is not None:
                 return pd
@@ -75,25 +71,38 @@ def detect_target(settings: Settings, base_url: str | None, pd: bool | None) -> 
     # An explicit mode chooses the URL; only "auto" (None) looks at what answers.
     if pd is not None:
         url, what = (router, "router") if pd else (agg, "agg server")
-        if http_get(url + "/health") is None:
+        if not _answers(url):
             raise BenchError(f"nothing answers at the {what} ({url}); start it "
                              f"({'invoke prefill/decode/pd-router' if pd else 'invoke agg'}) "
                              "or give --base-url")
         return Target(url, pd, what)
-    if http_get(router + "/health") is not None:
+    if _answers(router):
         return Target(router, True, "router")
-    if http_get(agg + "/health") is None:
+    if not _answers(agg):
         raise BenchError(f"nothing answers at the router ({router}) or the agg server ({agg}); "
                          "start one (invoke agg, or invoke prefill/decode/pd-router) or give "
                          "--base-url")
     return Target(agg, False, "agg server")
 
 
-def dry_run_target(settings: Settings, pd: bool | None) -> Target:
-    """``detect_target`` that never fails: a dry run shows the agg command when nothing runs."""
-    try:
-        return detect_target(settings, None, pd)
-    except BenchError:
-        if pd:
-            return Target(f"http://{settings.router_host}:{settings.router_port}", True, "router")
-        return Target(f"http://{settings.agg_host}:{settings.agg_port}", False, "agg server")
+def planned_target(settings: Settings, base_url: str | None,
+                   pd: bool | None) -> tuple[Target, list[str]]:
+    """What a dry run shows instead of ``detect_target``: no probe, and comment lines on what
+    detection would decide when it runs.
+    """
+    router = f"http://{settings.router_host}:{settings.router_port}"
+    agg = f"http://{settings.agg_host}:{settings.agg_port}"
+    if base_url:
+        url = base_url.rstrip("/")
+        notes = [] if pd is not None else [
+            f"# --pd-separated is added when {url} turns out to serve PD (detected when run)"]
+        return Target(url, bool(pd), "given URL"), notes
+    if pd is not None:
+        return (Target(router, True, "router") if pd else Target(agg, False, "agg server")), []
+    return Target(agg, False, "agg server"), [
+        f"# a router answering at ROUTER_HOST:ROUTER_PORT ({router}) would be used instead, "
+        "with --pd-separated"]
+
+
+def _answers(url: str) -> bool:
+    return http_get(url + "/health", timeout_s=_TIMEOUT_S).status is not None

@@ -219,16 +219,21 @@ class DockerRuntime:
 
     # --- beyond the protocol --------------------------------------------------------------------
 
-    def stop_all(self) -> list[str]:
-        """Stop and remove every container of ours on every engine a docker role uses.
+    def stop_all(self, run_id: str | None = None) -> list[str]:
+        """Stop and remove our containers on every engine a docker role uses.
+
+        Args:
+            run_id: only the containers of that run (its run-id label); None: every one of ours.
 
         Returns:
             "name on engine" of each container removed (including ones of earlier settings,
             e.g. a NUM_DECODE that was larger then).
         """
+        labels = [_OURS["label"]] + ([f"{LABEL_RUN_ID}={run_id}"] if run_id is not None else [])
         removed = []
         for endpoint, key in self.endpoints().items():
-            for container in self.client(endpoint, key).containers.list(all=True, filters=_OURS):
+            client = self.client(endpoint, key)
+            for container in client.containers.list(all=True, filters={"label": labels}):
                 self._stop_and_remove(container)
                 removed.append(f"{container.name} on {where(endpoint)}")
         return removed

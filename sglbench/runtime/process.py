@@ -234,7 +234,11 @@ class ProcessRuntime:
 
 
 def tail(path: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of a text file ('' if it does not exist)."""
+    """The last ``lines`` non-empty lines of a log file ('' if it does not exist).
+
+    Only the last 64 KiB are read (logs grow large); carriage returns count as line ends, so a
+    progress bar redrawn in place shows as its last state, not as one huge line.
+    """
     try:
         with path.open("rb") as f:
             f.seek(0, os.SEEK_END)
@@ -242,7 +246,8 @@ def tail(path: Path, lines: int = 40) -> str:
             data = f.read().decode(errors="replace")
     except OSError:
         return ""
-    return "\n".join(data.splitlines()[-lines:])
+    kept = [ln.rstrip() for ln in data.replace("\r", "\n").splitlines() if ln.strip()]
+    return "\n".join(kept[-lines:])
 
 
 def _child(record: PidFile) -> subprocess.Popen[bytes] | None:

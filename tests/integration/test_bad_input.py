@@ -1,5 +1,7 @@
 """Bad input through the real ``invoke`` CLI: one line naming the key, exit 2, nothing started.
 
+A path that cannot be used (a directory under a file) is one line naming the path, exit 1.
+
 Each case writes a temporary ``.env`` (a loopback simulator setup on free ports, RUN_DIR and
 RESULTS_DIR in a temp dir) plus the bad part, runs ``.venv/bin/invoke TASK`` as a subprocess
 and checks what a user sees: exactly one output line, naming the key or flag, no traceback,
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from sglbench.settings import KEYS
-from tests.conftest import listening, loopback_ports
+from tests.conftest import REFERENCE, listening, loopback_ports, needs_reference
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +38,8 @@ class Case:
     names: str
     env: str = ""
     environ: dict[str, str] = field(default_factory=dict)
+    code: int = 2
+    reads_reference: bool = False  # reads the real GH200 results (skipped where they are absent)
 
 
 CASES = [
@@ -77,7 +81,8 @@ CASES = [
     Case("extra_args_repeat_port", ["agg"], "AGG_EXTRA_ARGS", env="AGG_EXTRA_ARGS=--port 1"),
     Case("unbalanced_quote_in_extra_args", ["decode"], "EXTRA_SERVER_ARGS",
          env="EXTRA_SERVER_ARGS='--tp-size \"2'"),
-    Case("unparsable_env_line", ["agg"], "BENCH_NUM_PROMPTS 200", env="BENCH_NUM_PROMPTS 200"),
+    Case("unparsable_env_line", ["agg"], "bad.env:", env="BENCH_NUM_PROMPTS 200"),
+    Case("unclosed_quote_hides_the_token", ["agg"], "HF_TOKEN", env='HF_TOKEN="hf_SECRETabc'),
     Case("missing_env_file", ["agg"], "SGLBENCH_ENV_FILE",
          environ={"SGLBENCH_ENV_FILE": "{TMP}/absent.env"}),
     Case("unknown_bench_mode", ["bench", "--tag", "t", "--mode", "both"], "--mode"),
@@ -85,6 +90,12 @@ CASES = [
     Case("bad_docker_endpoint", ["decode"], "DECODE_DOCKER_HOST",
          env="DECODE_DOCKER_HOST=cg1n2"),
     Case("bad_gpu_ids", ["agg"], "AGG_GPUS", env="AGG_GPUS=gpu0"),
+    Case("report_out_under_a_file", ["report", "--path", str(REFERENCE), "--out", "/dev/null/x"],
+         "error: /dev/null/x: Not a directory", code=1, reads_reference=True),
+    Case("results_dir_under_a_file", ["compare", "--set", "RESULTS_DIR=/dev/null/x"],
+         "error: /dev/null/x", code=1),
+    Case("run_dir_under_a_file", ["agg", "--set", "RUN_DIR=/dev/null/x"],
+         "error: /dev/null/x", code=1),
 ]
 
 
@@ -141,16 +152,19 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
         return {name: f.result() for name, f in futures.items()}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=c.name, marks=[needs_reference] if c.reads_reference else [])
+    for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_nothing_starts(
     case: Case, outcomes: dict[str, Outcome]
 ) -> None:
     outcome = outcomes[case.name]
     lines = [line for line in outcome.output.splitlines() if line.strip()]
-    assert outcome.returncode == 2, outcome.output
+    assert outcome.returncode == case.code, outcome.output
     assert "Traceback" not in outcome.output
     assert len(lines) == 1, outcome.output
     assert case.names.format(**outcome.fill) in lines[0]
+    assert "SECRET" not in outcome.output
     assert outcome.leftovers == []
 
 

@@ -6,21 +6,25 @@ client's ~10 s import is paid once per ``run_bench`` call, also for a two-point 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from rich.console import Console
 
 from sglbench import lifecycle
 from sglbench.bench import run_bench
+from sglbench.benchworker import BenchWorker
 from sglbench.errors import BenchError
 from sglbench.settings import Settings, load_settings
 from sglbench.specs import server_specs
-from sglbench.target import detect_pd
+from sglbench.target import Target, detect_pd, detect_target
 from tests.conftest import REPO, Procs, loopback_ports
 
 pytestmark = pytest.mark.integration
@@ -74,9 +78,11 @@ def test_bench_finds_the_agg_server_and_sweeps_in_one_client_process(
     console, out = recording_console()
 
     planned = run_bench(settings, tag="agg_sim", dry_run=True, console=console)
-    shown = out.getvalue()
-    assert f"--base-url {sim.url}" in shown and "--pd-separated" not in shown
-    assert shown.count("python -m sglang.benchmark.serving") == 2  # one line per sweep point
+    shown = out.getvalue().splitlines()
+    commands = [line for line in shown if "python -m sglang.benchmark.serving" in line]
+    assert len(commands) == 2  # one line per sweep point
+    assert all(f"--base-url {sim.url}" in c and "--pd-separated" not in c for c in commands)
+    assert any(line.startswith("# a router answering at ROUTER_HOST:ROUTER_PORT") for line in shown)
     assert not planned.exists()
 
     path = run_bench(settings, tag="agg_sim", console=console)
@@ -92,18 +98,16 @@ def test_bench_finds_the_agg_server_and_sweeps_in_one_client_process(
 
 
 def test_bench_detects_pd_behind_the_router(tmp_path: Path) -> None:
-    """Detection only (a dry run prints the client command); compare runs the PD client."""
+    """Detection only (a dry run never probes); compare runs the PD client."""
     settings = loopback_settings(tmp_path, BENCH_MAX_CONCURRENCY="8")
-    console, out = recording_console()
+    console, _ = recording_console()
     try:
         url = lifecycle.up_mode(settings, "pd", run_id="test-bench-pd", console=console)
         prefill = server_specs(settings, "prefill")[0].url
         assert detect_pd(url) and detect_pd(prefill)
-        run_bench(settings, tag="pd_sim", dry_run=True, console=console)
+        assert detect_target(settings, None, None) == Target(url, True, "router")
     finally:
         lifecycle.down(settings, console)
-    command = out.getvalue().split("python -m sglang.benchmark.serving")[1]
-    assert "--pd-separated" in command and f"--base-url {url}" in command
 
 
 def test_bench_with_nothing_running_says_what_to_start(tmp_path: Path) -> None:
@@ -146,3 +150,25 @@ def test_rust_load_generator_is_selected_by_a_setting(
     assert row["mean_ttft_ms"] > 0 and row["mean_itl_ms"] > 0
     # Only sglang 0.5.23's Rust client prints this; its Python client has no worker threads.
     assert "worker threads" in (Path(settings.run_dir) / "bench" / "agg_rust.log").read_text()
+
+
+def test_closing_a_busy_worker_stops_its_whole_process_group(tmp_path: Path) -> None:
+    """A worker stuck in a point (it ignores end of input) is stopped with all it started."""
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {tmp_path / 'child.pid'}\nexec sleep 300\n")
+    fake.chmod(0o755)
+    worker = BenchWorker(log=tmp_path / "worker.log", python=str(fake))
+    worker.start()
+    leader = psutil.Process(worker.pid)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "child.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # poll interval
+    child = psutil.Process(int((tmp_path / "child.pid").read_text()))
+    try:
+        worker.close(timeout=5.0)
+        _gone, alive = psutil.wait_procs([leader, child], timeout=5)
+        assert alive == [] and worker.pid is None
+    finally:
+        for proc in (leader, child):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()

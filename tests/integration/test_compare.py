@@ -22,9 +22,9 @@ import pytest
 
 from sglbench import lifecycle
 from sglbench.experiment import compare
+from sglbench.readiness import http_get
 from sglbench.settings import Settings, display_value
 from sglbench.specs import server_specs
-from sglbench.target import http_get
 from tests.conftest import REPO, offline_env
 from tests.integration.test_bench import (
     loopback_settings,
@@ -55,10 +55,15 @@ def server_urls(settings: Settings) -> list[str]:
     return [*urls, f"http://{settings.router_host}:{settings.router_port}"]
 
 
+def answers(url: str) -> bool:
+    """True when something answers HTTP at ``url``."""
+    return http_get(url + "/health", timeout_s=1.0).status is not None
+
+
 def assert_nothing_left(settings: Settings, run_dir: Path) -> None:
     """No server, router or client worker of this run is alive, and no port answers."""
     assert [i for i in lifecycle.status(settings) if i.state == "running"] == []
-    assert [u for u in server_urls(settings) if http_get(u + "/health", 1.0) is not None] == []
+    assert [u for u in server_urls(settings) if answers(u)] == []
     for pid in worker_imports(run_dir / "logs" / "client-worker.log"):
         alive = psutil.pid_exists(int(pid)) and psutil.Process(int(pid)).status() != "zombie"
         assert not alive, f"client worker {pid} still running"
@@ -183,3 +188,20 @@ def test_compare_xpyd_runs_every_decode_worker(tmp_path: Path) -> None:
     # The router spread the requests over both decode workers (warmup included).
     assert len(served) == 1 and all(n > 0 for n in served[0]) and sum(served[0]) >= 16
     assert_nothing_left(settings, run_dir)
+
+
+def test_compare_stops_only_what_its_run_started(tmp_path: Path) -> None:
+    """A server of another run (another port, the same RUN_DIR) survives a compare's teardown."""
+    settings = loopback_settings(tmp_path, BENCH_MAX_CONCURRENCY="8")
+    console, _ = recording_console()
+    try:
+        (other,) = lifecycle.up_role(settings, "prefill", run_id="other-run", console=console)
+        run_dir = compare(settings, modes=["agg"], console=console)
+        assert len(rows(run_dir / "agg.jsonl")) == 1
+        assert not answers(server_specs(settings, "agg")[0].url)  # the run's server is gone
+        assert answers(other.url)  # the other run's is not
+        assert [i.name for i in lifecycle.status(settings) if i.state == "running"] == [
+            other.name]
+    finally:
+        stopped = lifecycle.down(settings, console, run_id="other-run")
+    assert stopped == 1 and not answers(other.url)

@@ -31,7 +31,7 @@ class Project:
         """Write the settings file; nothing starts yet."""
         self.env_file = tmp / "test.env"
         self.env_file.write_text(
-            "SIMULATE=true\nSERVER_BIND_HOST=127.0.0.1\nROUTER_BIND_HOST=127.0.0.1\n"
+            "SIMULATE=true\nRUNTIME=process\nSERVER_BIND_HOST=127.0.0.1\nROUTER_BIND_HOST=127.0.0.1\n"
             "AGG_HOST=127.0.0.1\nPREFILL_HOST=127.0.0.1\nDECODE_HOST=127.0.0.1\n"
             f"AGG_PORT={free_port()}\nPREFILL_PORT={free_port()}\nDECODE_PORT={free_port()}\n"
             f"ROUTER_PORT={free_port()}\nROUTER_PROMETHEUS_PORT={free_port()}\n"

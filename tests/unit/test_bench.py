@@ -9,8 +9,9 @@ import pytest
 
 from sglbench import bench
 from sglbench import target as target_module
-from sglbench.benchworker import PointOutcome, tail
+from sglbench.benchworker import PointOutcome
 from sglbench.errors import ConfigError
+from sglbench.runtime.process import tail
 from sglbench.settings import Settings, load_settings
 from sglbench.specs import sweep_points
 from sglbench.target import Target
@@ -168,3 +169,31 @@ def test_a_hub_failure_of_the_client_names_the_tokenizer_and_the_fix(tmp_path: P
 ])  # fmt: skip
 def test_server_info_bodies_say_pd_or_not(info: dict[str, object], pd: bool | None) -> None:
     assert target_module._pd_from_info(info) is pd
+
+
+def test_a_dry_run_warns_about_the_dataset_and_probes_nothing(tmp_path: Path) -> None:
+    """The default dataset needs the hub: a dry run says so and still prints every command."""
+    settings = make(SIMULATE="true", BENCH_MAX_CONCURRENCY="8,8,32", ROUTER_PORT="30009",
+                    AGG_HOST="127.0.0.1", AGG_PORT="30010")  # fmt: skip
+    lines = bench.describe_bench(settings, tag="t", base_url=None, pd=None,
+                                 output_file=tmp_path / "t.jsonl")
+    assert lines[0].startswith("# warning: BENCH_DATASET=random: ")
+    assert lines[1] == ("# a router answering at ROUTER_HOST:ROUTER_PORT (http://127.0.0.1:30009) "
+                        "would be used instead, with --pd-separated")
+    commands = lines[2:]
+    assert len(commands) == 2  # 8 listed twice is one point
+    assert all("--base-url http://127.0.0.1:30010 " in c and "--pd-separated" not in c
+               for c in commands)
+    with pytest.raises(ConfigError, match="BENCH_DATASET=random"):
+        bench.client_setup(settings, dry_run=True)  # a real run stops here
+
+
+def test_a_dry_run_with_a_mode_shows_that_target(tmp_path: Path) -> None:
+    settings = make(SIMULATE="true", BENCH_DATASET="random-ids", ROUTER_PORT="30009")
+    (line,) = bench.describe_bench(settings, tag="t", base_url=None, pd=True,
+                                   output_file=tmp_path / "t.jsonl")
+    assert "--base-url http://127.0.0.1:30009 " in line and "--pd-separated" in line
+    given = bench.describe_bench(settings, tag="t", base_url="http://127.0.0.1:7/", pd=None,
+                                 output_file=tmp_path / "t.jsonl")
+    assert given[0].startswith("# --pd-separated is added when http://127.0.0.1:7 turns out")
+    assert "--base-url http://127.0.0.1:7 " in given[1]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import pytest
+
 from sglbench.container import (
     LABEL_PROJECT,
     LABEL_RUN_ID,
@@ -13,6 +15,7 @@ from sglbench.container import (
     is_ours,
     run_kwargs,
 )
+from sglbench.errors import ConfigError
 from sglbench.settings import Settings, load_settings
 from sglbench.specs import server_specs
 
@@ -117,10 +120,35 @@ def test_labels_mark_ours_with_role_and_run_id() -> None:
     assert not is_ours({}) and not is_ours(None) and not is_ours({LABEL_PROJECT: "other"})
 
 
-def test_remote_endpoint_and_home_expansion() -> None:
-    settings = _settings(PREFILL_DOCKER_HOST="ssh://me@node1", HF_CACHE_DIR="~/hf")
+def test_local_engine_expands_home_here() -> None:
+    for endpoint in ("", "unix:///var/run/docker.sock"):
+        settings = _settings(PREFILL_DOCKER_HOST=endpoint, HF_CACHE_DIR="~/hf")
+        cspec = container_spec(settings, server_specs(settings, "prefill")[0])
+        assert cspec.volumes[0][0] == str(Path.home() / "hf")
+        assert f"-v {Path.home() / 'hf'}:/root/.cache/huggingface" in docker_run_command(cspec)
+
+
+def test_remote_engine_with_home_or_relative_cache_is_one_line_naming_both_keys() -> None:
+    for endpoint, cache in (("ssh://me@node1", "~/.cache/huggingface"),
+                            ("tcp://node2:2375", "hf-cache")):
+        settings = _settings(DECODE_DOCKER_HOST=endpoint, HF_CACHE_DIR=cache)
+        with pytest.raises(ConfigError) as err:
+            container_spec(settings, server_specs(settings, "decode")[0])
+        message = str(err.value)
+        assert "\n" not in message
+        assert f"HF_CACHE_DIR={cache}" in message and f"DECODE_DOCKER_HOST={endpoint}" in message
+        assert "HF_CACHE_DIR=/home/USER/.cache/huggingface" in message
+    # Only the remote role is wrong: the local agg role keeps working with the same settings.
+    agg = container_spec(settings, server_specs(settings, "agg")[0])
+    assert agg.volumes[0][0] == str(Path("hf-cache").absolute())
+
+
+def test_remote_engine_keeps_an_absolute_cache_path_as_is() -> None:
+    settings = _settings(PREFILL_DOCKER_HOST="ssh://me@node1", HF_CACHE_DIR="/home/me/hf")
     cspec = container_spec(settings, server_specs(settings, "prefill")[0])
     command = docker_run_command(cspec)
     assert command.startswith("DOCKER_HOST=ssh://me@node1 docker run -d")
-    assert cspec.volumes[0][0] == str(Path.home() / "hf")
+    assert cspec.volumes[0][0] == "/home/me/hf"
+    assert run_kwargs(cspec)["volumes"] == {"/home/me/hf": {"bind": "/root/.cache/huggingface",
+                                                            "mode": "rw"}}
     assert LABEL_RUN_ID not in cspec.label_map

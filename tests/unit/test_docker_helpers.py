@@ -37,7 +37,8 @@ def test_messages_name_the_engine_and_its_key() -> None:
 def test_dry_run_needs_no_engine() -> None:
     # An endpoint nobody listens on: describe() must not connect.
     settings = load_settings(env_file=None, overrides={
-        "RUNTIME": "docker", "DECODE_DOCKER_HOST": "ssh://nobody@192.0.2.1"}).settings
+        "RUNTIME": "docker", "DECODE_DOCKER_HOST": "ssh://nobody@192.0.2.1",
+        "HF_CACHE_DIR": "/data/hf"}).settings
     command = DockerRuntime(settings).describe(server_specs(settings, "decode")[0])
     assert command.startswith("DOCKER_HOST=ssh://nobody@192.0.2.1 docker run -d")
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 
-from sglbench import experiment, metadata
+from sglbench import bench, experiment, metadata, results
+from sglbench.bench import PointResult
+from sglbench.benchworker import PointOutcome
 from sglbench.errors import ConfigError
 from sglbench.runtime.docker import registry_digest
 from sglbench.settings import Settings, load_settings
@@ -39,7 +43,7 @@ def test_unknown_or_repeated_modes_are_refused(tmp_path: Path, modes: list[str])
 
 def test_point_tags_name_mode_and_point(tmp_path: Path) -> None:
     settings = make(tmp_path, BENCH_MAX_CONCURRENCY="8,8,64", BENCH_REQUEST_RATE="inf,4")
-    points = experiment.unique_points(settings)
+    points = sweep_points(settings)
     assert len(points) == 4  # 8 listed twice is measured once
     pd = experiment.run_modes(settings, ["pd"])[0]
     assert experiment.point_tag(pd, points[1]) == "pd_in512_out128_c8_r4"
@@ -52,7 +56,7 @@ def write_rows(path: Path, tags: list[str], tail: str = "") -> None:
 def test_resume_skips_exactly_the_points_with_a_row(tmp_path: Path) -> None:
     settings = make(tmp_path, BENCH_MAX_CONCURRENCY="4,8,16")
     agg = experiment.run_modes(settings, ["agg"])[0]
-    points = experiment.unique_points(settings)
+    points = sweep_points(settings)
     out = tmp_path / "agg.jsonl"
     write_rows(out, [experiment.point_tag(agg, points[0]), "pd_in512_out128_c8_rinf"],
                tail="not json\n")
@@ -120,6 +124,69 @@ def test_resuming_with_another_workload_is_refused_unless_forced(tmp_path: Path)
     assert same["forced_mismatch"] is False and len(same["resumed"]) == 1
 
 
+@pytest.mark.parametrize(("key", "value"), [
+    ("BENCH_BACKEND", "sglang-oai"), ("MODEL_PATH", "Qwen/Qwen2.5-7B-Instruct"),
+    ("TOKENIZER_PATH", "/models/tok"), ("SIMULATE", "true"), ("SIM_PROFILE", "h100"),
+    ("ROUTER_IMPL", "mini-lb"),
+])  # fmt: skip
+def test_resuming_with_another_setup_is_refused_unless_forced(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    settings = make(tmp_path, SIMULATE="false" if key == "SIMULATE" else "true")
+    plan = experiment.run_modes(settings, ["agg"])
+    run_dir, meta = experiment.open_run(settings, plan, None, False)
+    metadata.write_metadata(run_dir, meta, settings)
+    other = settings.model_copy(update={key.lower(): value if key != "SIMULATE" else True})
+    with pytest.raises(ConfigError, match=rf"--resume .*the workload differs .*{key}: "):
+        experiment.open_run(other, plan, run_dir.name, False)
+    _, forced = experiment.open_run(other, plan, run_dir.name, True)
+    assert forced["forced_mismatch"] is True
+    assert forced["setup"][key] == meta["setup"][key]  # the run's own setup is kept
+    assert any(c.startswith(f"{key}: ") for c in forced["workload_changes"][0]["changes"])
+
+
+def test_a_re_measured_point_replaces_its_record(tmp_path: Path) -> None:
+    settings = make(tmp_path)
+    run_dir = tmp_path / "run1"
+    agg = experiment.run_modes(settings, ["agg"])[0]
+    point = sweep_points(settings)[0]
+    meta: dict[str, Any] = {"points": []}
+    failed = PointOutcome(ok=False, error="boom", cpu_s=0.0, measured_s=0.0, phase="whole",
+                          seconds=1.0)  # fmt: skip
+    fine = PointOutcome(ok=True, error=None, cpu_s=1.0, measured_s=2.0, phase="load", seconds=3.0)
+    for outcome, row in ((failed, None), (fine, {"tag": "agg_x"})):
+        result = PointResult(point, "agg_x", outcome, row, False, run_dir / "logs" / "agg_x.log",
+                             metadata.now())  # fmt: skip
+        metadata.set_point(meta, experiment.point_record(agg, result, num_prompts=200,
+                                                         run_dir=run_dir))  # fmt: skip
+    (record,) = meta["points"]
+    assert record["status"] == "ok" and record["client_cpu_cores"] == 0.5
+    assert record["log"] == "logs/agg_x.log"
+    # The report reads the newest record of a tag, also from files written before this fix.
+    old = {"points": [{"tag": "agg_x", "client_limited": True}, {"tag": "agg_x",
+                                                                  "client_limited": False}]}
+    assert results._point_for(old, "agg_x") == {"tag": "agg_x", "client_limited": False}
+
+
+def test_a_row_adopted_after_an_interrupt_is_recorded_like_any_point(tmp_path: Path) -> None:
+    settings = make(tmp_path)
+    agg = experiment.run_modes(settings, ["agg"])[0]
+    point = sweep_points(settings)[0]
+    tag = experiment.point_tag(agg, point)
+    run = experiment._Run(settings, tmp_path, {"points": []},
+                          bench.client_setup(make(tmp_path, BENCH_DATASET="random-ids")),
+                          Console(quiet=True), None)  # fmt: skip
+    run._adopt_rows(agg, [point], {tag})
+    (record,) = run.meta["points"]
+    measured = experiment.point_record(agg, PointResult(
+        point, tag, PointOutcome(True, None, 1.0, 1.0, "load", 1.0), {}, False,
+        tmp_path / "x.log", "now"), num_prompts=200, run_dir=tmp_path)  # fmt: skip
+    assert set(record) == set(measured) | {"note"}
+    assert record["status"] == "ok" and record["client_cpu_cores"] is None
+    run._adopt_rows(agg, [point], {tag})
+    assert len(run.meta["points"]) == 1  # adopted once
+
+
 def test_resuming_an_unknown_run_names_it(tmp_path: Path) -> None:
     settings = make(tmp_path)
     with pytest.raises(ConfigError, match="--resume nope"):
@@ -181,7 +248,7 @@ def test_an_unreachable_docker_engine_never_stops_a_run(tmp_path: Path) -> None:
     assert found["image"] == settings.sglang_image
     assert found[f"image_id@{nowhere}"] == found[f"image_digest@{nowhere}"]
     assert found[f"image_id@{nowhere}"].startswith("unavailable (AGG_DOCKER_HOST=")
-    assert "image" not in metadata.versions(make(tmp_path))  # process runtime: no image
+    assert "image" not in metadata.versions(make(tmp_path, RUNTIME="process"))  # no image
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from rich.console import Console
 from sglbench.errors import ResultsError
 from sglbench.report import ReportPaths, build_report, plot_by_tag, print_summary, summary_table
 from sglbench.results import load_results
+from sglbench.settings import ENV_FILE_VAR, KEYS
 from tests.conftest import REFERENCE, needs_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,6 +87,20 @@ def test_compat_script_prints_table_and_plots_into_the_results_dir(tmp_path: Pat
     assert "pd_intra_n100_in128_out128_c8" in done.stdout and "1,563" in done.stdout
     assert (tmp_path / "throughput_by_tag.png").read_bytes()[:8] == PNG_MAGIC
     assert (tmp_path / "e2e_latency_by_tag.png").is_file()
+
+
+def test_compat_script_defaults_to_results_dir_of_the_env_file_here(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    shutil.copy(REFERENCE / "agg_n100_in128_out128_c8.jsonl", tmp_path / "mine")
+    (tmp_path / ".env").write_text("RESULTS_DIR=mine\n", encoding="utf-8")
+    environ = {k: v for k, v in os.environ.items() if k not in KEYS and k != ENV_FILE_VAR}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "plot_benchmarks.py")], cwd=tmp_path,
+        env=environ, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "agg_n100_in128_out128_c8" in done.stdout
+    assert (tmp_path / "mine" / "throughput_by_tag.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_compat_script_without_results_is_one_line_exit_2(tmp_path: Path) -> None:

@@ -233,6 +233,8 @@ def test_sweep_is_the_cross_product_in_order() -> None:
         "in128_out64_c8_r4", "in128_out64_c8_rinf", "in128_out64_c32_r4"]
     assert points[-1].label == "in512_out64_c32_rinf"
     assert math.isinf(points[-1].request_rate)
+    twice = s.model_copy(update={"bench_max_concurrency": [8, 8, 32]})
+    assert sweep_points(twice) == points  # a value listed twice is measured once
     args = flags(bench_args(s, base_url="http://x:1", tag="t", output_file=Path("o"), pd=False,
                             point=points[2]))  # fmt: skip
     assert args["--random-input-len"] == ("128",)

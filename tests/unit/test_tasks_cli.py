@@ -39,7 +39,7 @@ def env_file(tmp_path: Path) -> Path:
     """A .env on loopback with the run directory inside the test's tmp dir."""
     path = tmp_path / "test.env"
     path.write_text(
-        "SIMULATE=true\nAGG_HOST=127.0.0.1\nPREFILL_HOST=127.0.0.1\nDECODE_HOST=127.0.0.1\n"
+        "SIMULATE=true\nRUNTIME=process\nAGG_HOST=127.0.0.1\nPREFILL_HOST=127.0.0.1\nDECODE_HOST=127.0.0.1\n"
         f"AGG_PORT={free_port()}\nPREFILL_PORT={free_port()}\nDECODE_PORT={free_port()}\n"
         f"ROUTER_PORT={free_port()}\nROUTER_PROMETHEUS_PORT={free_port()}\n"
         f"BOOTSTRAP_PORT={free_port()}\nRUN_DIR={tmp_path / 'run'}\n"
@@ -63,7 +63,10 @@ def test_every_task_is_listed_and_every_argument_has_help() -> None:
     for name in names:
         for arg in tasks.ns[name].get_arguments():
             assert arg.help, f"invoke {name} --{arg.name}: no help"
-    assert all(any(a.name == "dry_run" for a in tasks.ns[n].get_arguments()) for n in names)
+    # --dry-run where a task starts, stops or writes something; not where it would do nothing.
+    read_only = {"config", "status", "logs"}
+    assert {n for n in names
+            if any(a.name == "dry_run" for a in tasks.ns[n].get_arguments())} == TASKS - read_only
 
 
 def test_server_dry_runs_print_the_commands_and_start_nothing(
@@ -122,8 +125,9 @@ def test_config_shows_sources_and_masks_secrets(env_file: Path) -> None:
         (["logs", "nosuch"], "error: logs nosuch: unknown server 'nosuch'"),
         (["logs", "decode", "--set", "NUM_DECODE=2"], "decode has 2 workers"),
         (["bench", "--tag", "t", "--mode", "both"], "error: --mode both: expected auto"),
-        (["compare", "--modes", "agg,disagg", "--dry-run"], "unknown mode 'disagg'"),
-        (["compare", "--dry-run", "--set", "BENCH_DATASET_PATH=/nonexistent/sharegpt.json"],
+        (["compare", "--modes", "agg,disagg", "--dry-run"], "error: --modes: 'disagg' is unknown"),
+        (["compare", "--modes", "", "--dry-run"], "error: --modes: '' is unknown"),
+        (["compare", "--set", "BENCH_DATASET_PATH=/nonexistent/sharegpt.json"],
          "error: BENCH_DATASET_PATH='/nonexistent/sharegpt.json': no such file"),
         (["pd-router", "--detach"], "error: PREFILL_HOST/PREFILL_PORT: prefill worker"),
         (["agg", "--set", "AGG_HOST=192.0.2.7"], "error: AGG_HOST=192.0.2.7: the process"),
@@ -138,6 +142,22 @@ def test_user_errors_are_one_line_exit_2_and_start_nothing(
     assert len(ran.err.strip().splitlines()) == 1 and "Traceback" not in ran.err
     pids = tmp_path / "run" / "pids"
     assert not pids.exists() or not any(pids.iterdir())
+
+
+def test_plot_dry_run_says_what_it_would_read_and_write(env_file: Path, tmp_path: Path) -> None:
+    # Nothing under --path exists: a dry run reads nothing, so it cannot fail on that.
+    ran = invoke(env_file, "plot", "--dry-run", "--path", str(tmp_path / "in"),
+                 "--out", str(tmp_path / "out"))  # fmt: skip
+    assert ran.code == 0, ran.err
+    assert ran.out.splitlines() == [
+        f"would read {tmp_path / 'in'}",
+        f"would write {tmp_path / 'out'}/throughput_by_tag.png and e2e_latency_by_tag.png"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_read_only_tasks_have_no_dry_run(env_file: Path) -> None:
+    ran = invoke(env_file, "config", "--dry-run")
+    assert ran.code != 0 and "--dry-run" in ran.out + ran.err
 
 
 def test_a_missing_settings_file_named_by_the_environment(tmp_path: Path) -> None:

@@ -61,12 +61,19 @@ def test_user_errors_become_one_line_and_their_exit_code() -> None:
         raise ConfigError("AGG_PORT=0")
 
 
+def test_file_system_errors_become_one_line_naming_the_path() -> None:
+    with pytest.raises(Exit) as caught, cli.user_errors(environ={}):
+        Path("/dev/null/x").mkdir(parents=True)
+    assert (caught.value.message, caught.value.code) == ("error: /dev/null/x: Not a directory", 1)
+    with pytest.raises(NotADirectoryError), cli.user_errors(environ={cli.DEBUG_VAR: "1"}):
+        Path("/dev/null/x").mkdir(parents=True)
+
+
 def test_mode_flags() -> None:
-    assert cli.parse_modes(" pd , agg ") == ["pd", "agg"]
-    with pytest.raises(ConfigError, match="--modes agg,disagg: unknown mode 'disagg'"):
-        cli.parse_modes("agg,disagg")
-    with pytest.raises(ConfigError, match="--modes: empty"):
-        cli.parse_modes(" , ")
+    # cli only splits; experiment.run_modes is the one check (see test_experiment).
+    assert cli.split_modes(" pd , agg ") == ["pd", "agg"]
+    assert cli.split_modes("agg,disagg") == ["agg", "disagg"]
+    assert cli.split_modes("") == [""]
     assert [cli.parse_bench_mode(m) for m in ("auto", "agg", "pd")] == [None, False, True]
     with pytest.raises(ConfigError, match="--mode both: expected auto, agg or pd"):
         cli.parse_bench_mode("both")
@@ -76,7 +83,8 @@ def test_compare_dry_run_prints_every_command_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = load_settings(None, {}, {
-        "SIMULATE": "true", "BENCH_DATASET": "random-ids", "BENCH_MAX_CONCURRENCY": "8,32",
+        "SIMULATE": "true", "RUNTIME": "process", "BENCH_DATASET": "random-ids",
+        "BENCH_MAX_CONCURRENCY": "8,32",
         "RESULTS_DIR": str(tmp_path / "results"), "RUN_DIR": str(tmp_path / "run")}).settings
     assert cli.compare_task(settings, "pd", "", False, True) is None
     out = capsys.readouterr().out

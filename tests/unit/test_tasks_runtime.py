@@ -35,7 +35,8 @@ SLEEPER = [sys.executable, "-c", "import time; print('sleeping', flush=True); ti
 
 def settings_for(tmp_path: Path, **values: str) -> Settings:
     """Loopback settings with RUN_DIR in ``tmp_path``."""
-    base = {"RUN_DIR": str(tmp_path / "run"), "AGG_HOST": "127.0.0.1", "SIMULATE": "true"}
+    base = {"RUN_DIR": str(tmp_path / "run"), "AGG_HOST": "127.0.0.1", "SIMULATE": "true",
+            "RUNTIME": "process"}
     return load_settings(None, {}, {**base, **values}).settings
 
 

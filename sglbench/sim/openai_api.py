@@ -27,6 +27,7 @@ from sglbench.sim.protocol import (
     UserError,
     as_object,
     check_sampling,
+    collect,
     held_back,
     int_field,
     make_jobs,
@@ -268,12 +269,8 @@ async def _stream(
 
 
 async def _collect(service: SimService, jobs: list[Job], shape: _Shape) -> web.Response:
-    states = [TextState() for _ in jobs]
     try:
-        async with contextlib.aclosing(merged(service, jobs)) as tokens:
-            async for i, token in tokens:
-                states[i].add(token)
-                jobs[i].deadlines.append(token.deadline)
+        states = await collect(service, jobs)
     except UserError as exc:
         return openai_error(exc)
     except EngineStopped as exc:

@@ -159,6 +159,16 @@ async def merged(service: SimService, jobs: list[Job]) -> AsyncGenerator[tuple[i
             task.cancel()
 
 
+async def collect(service: SimService, jobs: list[Job]) -> list[TextState]:
+    """The whole output of every job (non-streaming answers); engine errors propagate."""
+    states = [TextState() for _ in jobs]
+    async with contextlib.aclosing(merged(service, jobs)) as tokens:
+        async for i, token in tokens:
+            states[i].add(token)
+            jobs[i].deadlines.append(token.deadline)
+    return states
+
+
 def held_back(token: Token, interval: int) -> bool:
     """Whether ``token`` goes out with a later chunk instead of its own.
 

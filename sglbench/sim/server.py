@@ -35,6 +35,7 @@ from sglbench.sim.protocol import (
     UserError,
     as_object,
     check_sampling,
+    collect,
     finish_reason,
     held_back,
     int_field,
@@ -218,12 +219,8 @@ async def _stream_generate(
 
 async def _collect_generate(service: SimService, jobs: list[Job], batch: bool) -> web.Response:
     loop = asyncio.get_running_loop()
-    states = [TextState() for _ in jobs]
     try:
-        async with contextlib.aclosing(merged(service, jobs)) as tokens:
-            async for i, token in tokens:
-                states[i].add(token)
-                jobs[i].deadlines.append(token.deadline)
+        states = await collect(service, jobs)
     except UserError as exc:
         return error_response(exc)
     except EngineStopped as exc:

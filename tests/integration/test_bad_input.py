@@ -166,7 +166,3 @@ def test_bad_input_is_one_line_exit_2_and_nothing_starts(
     assert case.names.format(**outcome.fill) in lines[0]
     assert "SECRET" not in outcome.output
     assert outcome.leftovers == []
-
-
-def test_there_are_at_least_twenty_cases() -> None:
-    assert len(CASES) >= 20

@@ -24,18 +24,16 @@ from rich.console import Console
 
 from sglbench import lifecycle
 from sglbench.bench import (
-    ClientSetup,
     PointResult,
     client_argv,
-    client_setup,
     failure_message,
-    planned_client,
     results_table,
     run_points,
     shell_line,
     start_worker,
 )
 from sglbench.benchworker import BenchWorker, PointOutcome
+from sglbench.client_setup import ClientSetup, client_setup, planned_client
 from sglbench.errors import BenchError, ConfigError
 from sglbench.metadata import (
     new_metadata,

@@ -10,6 +10,7 @@ import pytest
 from sglbench import bench
 from sglbench import target as target_module
 from sglbench.benchworker import PointOutcome
+from sglbench.client_setup import SHAREGPT_FILE, SHAREGPT_REPO, client_setup
 from sglbench.errors import ConfigError
 from sglbench.runtime.process import tail
 from sglbench.settings import Settings, load_settings
@@ -43,45 +44,45 @@ def cache_file(cache: Path, repo: str, filename: str, kind: str = "datasets") ->
 
 def test_random_dataset_without_sharegpt_is_a_one_line_error_naming_the_ways_out() -> None:
     with pytest.raises(ConfigError) as err:
-        bench.client_setup(make(BENCH_DATASET="random", SIMULATE="true"), dry_run=True)
+        client_setup(make(BENCH_DATASET="random", SIMULATE="true"), dry_run=True)
     message = str(err.value)
     assert "\n" not in message
     assert "BENCH_DATASET=random-ids" in message and "BENCH_DATASET_PATH" in message
 
 
 def test_a_cached_sharegpt_makes_random_work_offline(empty_hf_cache: Path) -> None:
-    cache_file(empty_hf_cache, bench.SHAREGPT_REPO, bench.SHAREGPT_FILE)
-    client = bench.client_setup(make(BENCH_DATASET="random", SIMULATE="true"), dry_run=True)
+    cache_file(empty_hf_cache, SHAREGPT_REPO, SHAREGPT_FILE)
+    client = client_setup(make(BENCH_DATASET="random", SIMULATE="true"), dry_run=True)
     assert client.offline and client.env["HF_HUB_OFFLINE"] == "1"
 
 
 def test_a_missing_dataset_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="BENCH_DATASET_PATH="):
-        bench.client_setup(make(BENCH_DATASET_PATH=str(tmp_path / "nope.json")))
+        client_setup(make(BENCH_DATASET_PATH=str(tmp_path / "nope.json")))
 
 
 def test_simulator_without_tokenizer_path_gets_the_offline_tokenizer() -> None:
-    client = bench.client_setup(make(BENCH_DATASET="random-ids", SIMULATE="true"), dry_run=True)
+    client = client_setup(make(BENCH_DATASET="random-ids", SIMULATE="true"), dry_run=True)
     assert client.extra_args[0] == "--tokenizer"
     assert client.extra_args[1].endswith("qwen2.5-tokenizer")
     assert client.offline
 
 
 def test_a_hub_model_without_cache_leaves_the_hub_reachable() -> None:
-    client = bench.client_setup(make(BENCH_DATASET="random-ids"))
+    client = client_setup(make(BENCH_DATASET="random-ids"))
     assert not client.offline and "HF_HUB_OFFLINE" not in client.env
     assert not client.tokenizer_local and client.extra_args == ()
 
 
 def test_a_missing_tokenizer_dir_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="TOKENIZER_PATH="):
-        bench.client_setup(make(BENCH_DATASET="random-ids", TOKENIZER_PATH=str(tmp_path / "x")))
+        client_setup(make(BENCH_DATASET="random-ids", TOKENIZER_PATH=str(tmp_path / "x")))
 
 
 def test_the_token_reaches_the_client_but_never_the_shown_command(tmp_path: Path) -> None:
     settings = make(BENCH_DATASET="random-ids", TOKENIZER_PATH=str(tmp_path),
                     HF_TOKEN="hf_supersecret")  # fmt: skip
-    client = bench.client_setup(settings)
+    client = client_setup(settings)
     assert client.env["HF_TOKEN"] == "hf_supersecret"
     target = Target("http://127.0.0.1:1", False, "agg server")
     argv = bench.client_argv(settings, client, target=target, tag="t",
@@ -95,7 +96,7 @@ def test_the_token_reaches_the_client_but_never_the_shown_command(tmp_path: Path
 def test_agg_and_pd_get_the_same_workload_flags(tmp_path: Path, ignore_eos: str) -> None:
     """The original forgot --ignore-eos for agg; both modes now send the same workload."""
     settings = make(BENCH_DATASET="random-ids", SIMULATE="true", BENCH_IGNORE_EOS=ignore_eos)
-    client = bench.client_setup(settings, dry_run=True)
+    client = client_setup(settings, dry_run=True)
     point = sweep_points(settings)[0]
     out = tmp_path / "x.jsonl"
     agg = bench.client_argv(settings, client, target=Target("http://a:1", False, ""),
@@ -147,7 +148,7 @@ def test_tail_keeps_the_last_lines_of_a_progress_bar_log(tmp_path: Path) -> None
 
 def test_a_hub_failure_of_the_client_names_the_tokenizer_and_the_fix(tmp_path: Path) -> None:
     settings = make(BENCH_DATASET="random-ids")
-    client = bench.client_setup(settings)
+    client = client_setup(settings)
     log = tmp_path / "p.log"
     # The last lines SGLang 0.5.23's client prints when the hub is unreachable (measured).
     log.write_text("  File \".../transformers/utils/hub.py\", line 620, in cached_files\n"
@@ -185,7 +186,7 @@ def test_a_dry_run_warns_about_the_dataset_and_probes_nothing(tmp_path: Path) ->
     assert all("--base-url http://127.0.0.1:30010 " in c and "--pd-separated" not in c
                for c in commands)
     with pytest.raises(ConfigError, match="BENCH_DATASET=random"):
-        bench.client_setup(settings, dry_run=True)  # a real run stops here
+        client_setup(settings, dry_run=True)  # a real run stops here
 
 
 def test_a_dry_run_with_a_mode_shows_that_target(tmp_path: Path) -> None:

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from sglbench import bench, experiment, metadata, results
+from sglbench import experiment, metadata, results
 from sglbench.bench import PointResult
 from sglbench.benchworker import PointOutcome
+from sglbench.client_setup import client_setup
 from sglbench.errors import ConfigError
 from sglbench.runtime.docker import registry_digest
 from sglbench.settings import Settings, load_settings
@@ -174,7 +175,7 @@ def test_a_row_adopted_after_an_interrupt_is_recorded_like_any_point(tmp_path: P
     point = sweep_points(settings)[0]
     tag = experiment.point_tag(agg, point)
     run = experiment._Run(settings, tmp_path, {"points": []},
-                          bench.client_setup(make(tmp_path, BENCH_DATASET="random-ids")),
+                          client_setup(make(tmp_path, BENCH_DATASET="random-ids")),
                           Console(quiet=True), None)  # fmt: skip
     run._adopt_rows(agg, [point], {tag})
     (record,) = run.meta["points"]

@@ -2,8 +2,9 @@
 
 Each task parses its arguments, loads the settings (``.env`` or $SGLBENCH_ENV_FILE, then the
 environment, then ``--set KEY=VALUE``), calls one sglbench function and prints; the shared
-machinery is ``sglbench.cli``. A user error is one line and a non-zero exit (SGLBENCH_DEBUG=1
-shows the traceback). ``invoke --list`` and ``invoke --help TASK`` describe every task and argument.
+machinery and the longer task bodies are ``sglbench.commands``. A user error is one line and a
+non-zero exit (SGLBENCH_DEBUG=1 shows the traceback). ``invoke --list`` and
+``invoke --help TASK`` describe every task and argument.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from pathlib import Path
 from invoke.collection import Collection
 from invoke.context import Context
 
-from sglbench import cli, lifecycle
-from sglbench.cli import Sets, load, sgl_task
+from sglbench import commands as cli
+from sglbench.commands import Sets, load, sgl_task
+from sglbench.execute import deploy
 
 DEMO_ENV = Path(__file__).parent / "examples" / "demo.env"
 
@@ -66,10 +68,9 @@ def pd_router(
     """PD router in front of prefill and decode; foreground (Ctrl-C stops it) unless --detach."""
     settings = load(set_).settings
     if dry_run:
-        cli.print_lines(lifecycle.describe_mode(settings, "pd")[-1:])
+        cli.print_lines(deploy.describe_mode(settings, "pd")[-1:])
         return
-    lifecycle.up_router(settings, detach=detach, run_id=lifecycle.new_run_id(),
-                        console=cli.console())  # fmt: skip
+    deploy.up_router(settings, detach=detach, run_id=deploy.new_run_id(), console=cli.console())
 
 
 # --- bench, plot, report -----------------------------------------------------------------------
@@ -84,11 +85,11 @@ def bench(
     mode: str = "auto",
 ) -> None:  # fmt: skip
     """SGLang's bench client with the BENCH_* workload; appends to RESULTS_DIR/TAG.jsonl."""
-    from sglbench.bench import run_bench
+    from sglbench.execute.bench import run_bench
 
-    pd = cli.parse_bench_mode(mode)
-    path = run_bench(load(set_).settings, tag=tag, base_url=base_url or None, pd=pd,
-                     dry_run=dry_run, console=cli.console())  # fmt: skip
+    path = run_bench(load(set_).settings, tag=tag, base_url=base_url or None,
+                     mode=cli.parse_bench_mode(mode), dry_run=dry_run,
+                     console=cli.console())  # fmt: skip
     if not dry_run:
         print(f"results: {path}")
 
@@ -123,7 +124,7 @@ def report(
 @sgl_task(dry_run=False)
 def status(c: Context, set_: Sets = None) -> None:
     """What this project started and whether it still runs."""
-    cli.console().print(cli.status_table(lifecycle.status(load(set_).settings)))
+    cli.console().print(cli.status_table(deploy.status(load(set_).settings)))
 
 
 @sgl_task(
@@ -133,7 +134,7 @@ def status(c: Context, set_: Sets = None) -> None:
 )
 def logs(c: Context, name: str, follow: bool = False, set_: Sets = None) -> None:
     """The log of a server or the router."""
-    for line in lifecycle.log_lines(load(set_).settings, name, follow=follow):
+    for line in deploy.log_lines(load(set_).settings, name, follow=follow):
         print(line, flush=follow)
 
 
@@ -162,7 +163,7 @@ def compare(
 
 @sgl_task()
 def demo(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
-    """`invoke compare` on the simulator with examples/demo.env (this machine, no GPU)."""
+    """`invoke compare` on the simulator with examples/demo.env (no GPU), then the report."""
     cli.demo_task(load(set_, env_file=DEMO_ENV).settings, dry_run=dry_run)
 
 

@@ -20,10 +20,10 @@ if str(ROOT) not in sys.path:
 
 from rich.console import Console  # noqa: E402
 
-from sglbench.cli import load, os_error_line  # noqa: E402
+from sglbench.commands import load, os_error_line  # noqa: E402
 from sglbench.errors import SglbenchError  # noqa: E402
 from sglbench.report import plot_by_tag, print_summary  # noqa: E402
-from sglbench.results import load_results  # noqa: E402
+from sglbench.results.load import load_results  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-from sglbench.readiness import http_get
+from sglbench.execute.http import http_get
 from sglbench.sim.tokenizer import ensure_offline_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from sglbench.checks import WORKLOAD_KEY, workload_key
+from sglbench.display import compact
+from sglbench.results.checks import WORKLOAD_KEY, workload_key
+from sglbench.results.load import records
 
 # A figure panel holds the points whose workload differs only in concurrency.
 PANEL_KEY = tuple(c for c in WORKLOAD_KEY if c != "max_concurrency")
@@ -33,7 +35,7 @@ RATIO_METRICS = {
 }
 
 
-def sweep_points(df: pd.DataFrame) -> pd.DataFrame:
+def measured_points(df: pd.DataFrame) -> pd.DataFrame:
     """One row per series (mode, or mode and run when a mode comes from several runs) and workload.
 
     Repeated measurements of the same point are averaged (``repeats`` counts them). Adds
@@ -48,7 +50,7 @@ def sweep_points(df: pd.DataFrame) -> pd.DataFrame:
         for m, r in zip(frame["mode"], frame["run_id"], strict=True)
     ]
     frame["wkey"] = pd.Series(
-        [workload_key(r) for r in _records(frame)], index=frame.index, dtype=object
+        [workload_key(r) for r in records(frame)], index=frame.index, dtype=object
     )
     grouped = frame.groupby(["series", "wkey"], sort=False)
     points = grouped.first()
@@ -58,7 +60,7 @@ def sweep_points(df: pd.DataFrame) -> pd.DataFrame:
     points["tags"] = grouped["tag"].agg(lambda s: ", ".join(sorted(set(map(str, s)))))
     points = points.reset_index()
     points["concurrency"] = points["max_concurrency"].fillna(points["num_prompts"])
-    points["panel"] = [panel_label(r) for r in _records(points)]
+    points["panel"] = [panel_label(r) for r in records(points)]
     points["output_per_gpu"] = points["output_throughput"] / points["gpus"]
     per_token = points["mean_tpot_ms"].where(points["mean_tpot_ms"] > 0, points["mean_itl_ms"])
     points["tokens_per_user"] = 1000.0 / per_token.where(per_token > 0)
@@ -69,9 +71,9 @@ def sweep_points(df: pd.DataFrame) -> pd.DataFrame:
 def panel_label(row: dict[str, Any]) -> str:
     """Short title of a workload without its concurrency, e.g. ``in 512 / out 128, n=100``."""
     parts = []
-    if _fmt(row["input_len"]) != "?" or _fmt(row["output_len"]) != "?":
-        parts.append(f"in {_fmt(row['input_len'])} / out {_fmt(row['output_len'])}")
-    parts.append(f"n={_fmt(row['num_prompts'])}")
+    if compact(row["input_len"]) != "?" or compact(row["output_len"]) != "?":
+        parts.append(f"in {compact(row['input_len'])} / out {compact(row['output_len'])}")
+    parts.append(f"n={compact(row['num_prompts'])}")
     rate = row["request_rate"]
     if isinstance(rate, float) and math.isfinite(rate):
         parts.append(f"rate {rate:g}/s")
@@ -113,8 +115,8 @@ def ratio_table(points: pd.DataFrame, baseline: str = "agg") -> pd.DataFrame:
 
 def pareto_front(points: pd.DataFrame) -> pd.Series:
     """Mark points no other point of the same panel beats on both tok/s per user and per GPU."""
-    records = _records(points)
-    flags = [_on_front(r, [o for o in records if o["panel"] == r["panel"]]) for r in records]
+    rows = records(points)
+    flags = [_on_front(r, [o for o in rows if o["panel"] == r["panel"]]) for r in rows]
     return pd.Series(flags, index=points.index, dtype=bool)
 
 
@@ -170,12 +172,6 @@ def _ratio(value: Any, ref: Any) -> float:
         return math.nan
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return "?" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-
-
 def _natural(column: pd.Series) -> pd.Series:
     # Sort labels like "in 128" before "in 2048", and pd_1p2d before pd_1p10d.
     if column.dtype.kind in "fi":
@@ -186,7 +182,3 @@ def _natural(column: pd.Series) -> pd.Series:
 def _natural_key(value: Hashable) -> tuple[Any, ...]:
     parts = re.split(r"(\d+)", str(value))
     return tuple(int(p) if p.isdigit() else p for p in parts)
-
-
-def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{str(k): v for k, v in r.items()} for r in df.to_dict("records")]

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from sglbench.checks import Finding, sanity_checks, workload_mismatches
+from sglbench.display import number
 from sglbench.errors import ResultsError
+from sglbench.record.schema import RunRecord
 from sglbench.report.analysis import (
     RATIO_METRICS,
     best_goodput,
+    measured_points,
     pareto_front,
     ratio_table,
-    sweep_points,
 )
 from sglbench.report.plots import plot_sweeps
 from sglbench.report.render import Banner, Document, Section, TableData, to_html, to_markdown
-from sglbench.results import load_results, read_metadata
+from sglbench.results.checks import Finding, sanity_checks, workload_mismatches
+from sglbench.results.load import load_results
 
 SIMULATED_TEXT = (
     "SIMULATED: some or all numbers in this report come from the sglbench simulator, not from "
@@ -80,10 +80,10 @@ def build_report(
             "for every mode, or pass --force to compare anyway (the report will say so)"
         )
     findings = sanity_checks(df)
-    points = sweep_points(df)
+    points = measured_points(df)
     images = plot_sweeps(points, out_dir, slo_ttft_ms, slo_itl_ms)
     runs = _run_metadata(df)
-    forced = bool(mismatches) or any(m.get("forced_mismatch") is True for m in runs.values())
+    forced = bool(mismatches) or any(m.forced_mismatch for m in runs.values())
     simulated = bool(df["simulated"].any())
     doc = Document("SGLang benchmark report: aggregated vs PD disaggregated")
     if simulated:
@@ -123,16 +123,18 @@ def _figure_sections(
     ]  # fmt: skip
 
 
-def _run_metadata(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    runs: dict[str, dict[str, Any]] = {}
+def _run_metadata(df: pd.DataFrame) -> dict[str, RunRecord]:
+    runs: dict[str, RunRecord] = {}
     for run_id, path in zip(df["run_id"], df["path"], strict=True):
         if pd.notna(run_id) and str(run_id) not in runs:
-            runs[str(run_id)] = read_metadata(Path(str(path)).parent)
+            record = RunRecord.load(Path(str(path)).parent)
+            if record is not None:
+                runs[str(run_id)] = record
     return runs
 
 
 def _overview(
-    df: pd.DataFrame, points: pd.DataFrame, inputs: Sequence[Path], runs: dict[str, dict[str, Any]]
+    df: pd.DataFrame, points: pd.DataFrame, inputs: Sequence[Path], runs: dict[str, RunRecord]
 ) -> Section:
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = Section("Overview", paragraphs=[
@@ -148,9 +150,8 @@ def _overview(
     if runs:
         section.tables.append(TableData(
             ["run", "started", "ended", "simulated", "git commit", "versions"],
-            [[run, str(m.get("started", "-")), str(m.get("ended", "-")),
-              str(m.get("simulated", "-")), str(m.get("git_commit", "-"))[:12],
-              _versions(m.get("versions"))] for run, m in runs.items()],
+            [[run, m.started or "-", m.ended or "-", str(m.simulated),
+              (m.git_commit or "-")[:12], _versions(m.versions)] for run, m in runs.items()],
         ))  # fmt: skip
     return section
 
@@ -161,10 +162,8 @@ def _gpu_source(source: str) -> str:
     return "assumed from mode name (agg, pd_intra: 1; pd_XpYd: X+Y; other PD: 2)"
 
 
-def _versions(value: object) -> str:
-    if not isinstance(value, dict):
-        return "-"
-    return ", ".join(f"{k} {v}" for k, v in value.items())
+def _versions(value: dict[str, str | None]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
 
 
 def _findings_section(findings: list[Finding], mismatches: list[str], forced: bool) -> Section:
@@ -193,8 +192,8 @@ def _points_section(points: pd.DataFrame) -> Section:
         "mean_e2e_ms": "E2E mean ms", "tokens_per_user": "tok/s/user",
     }  # fmt: skip
     rows = [
-        [str(r["series"]), str(r["panel"]), _num(r["concurrency"], 0)]
-        + [_num(r[c]) for c in columns]
+        [str(r["series"]), str(r["panel"]), number(r["concurrency"], 0)]
+        + [number(r[c]) for c in columns]
         + ["yes" if r["simulated"] else "no", str(r["tags"])]
         for r in points.to_dict("records")
     ]
@@ -221,8 +220,8 @@ def _ratio_section(points: pd.DataFrame) -> Section:
         "throughput, below 1 is better for latency. `same draws`: both sent the same input tokens."
     )
     rows = [
-        [str(r["panel"]), _num(r["concurrency"], 0), f"{r['series']} / {r['baseline']}"]
-        + [_num(r[m], 2) for m in RATIO_METRICS]
+        [str(r["panel"]), number(r["concurrency"], 0), f"{r['series']} / {r['baseline']}"]
+        + [number(r[m], 2) for m in RATIO_METRICS]
         + ["yes" if r["same_draws"] else "no"]
         for r in ratios.to_dict("records")
     ]
@@ -234,8 +233,8 @@ def _ratio_section(points: pd.DataFrame) -> Section:
 def _pareto_section(points: pd.DataFrame, image: Path) -> Section:
     front = points[pareto_front(points)]
     rows = [
-        [str(r["panel"]), str(r["series"]), _num(r["concurrency"], 0),
-         _num(r["tokens_per_user"]), _num(r["output_per_gpu"])]
+        [str(r["panel"]), str(r["series"]), number(r["concurrency"], 0),
+         number(r["tokens_per_user"]), number(r["output_per_gpu"])]
         for r in front.to_dict("records")
     ]  # fmt: skip
     return Section(
@@ -261,17 +260,9 @@ def _goodput_section(
     section.paragraphs.append(GOODPUT_NOTE)
     section.tables.append(TableData(
         ["workload", "series", "best conc", "goodput tok/s/GPU", "points meeting SLOs"],
-        [[str(r["panel"]), str(r["series"]), _num(r["concurrency"], 0),
-          _num(r["goodput_per_gpu"]), f"{r['points_meeting']} of {r['points']}"]
+        [[str(r["panel"]), str(r["series"]), number(r["concurrency"], 0),
+          number(r["goodput_per_gpu"]), f"{r['points_meeting']} of {r['points']}"]
          for r in best.to_dict("records")],
     ))  # fmt: skip
     section.images.append(("Goodput per GPU vs concurrency", image))
     return section
-
-
-def _num(value: Any, digits: int = 1) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if math.isnan(number) else f"{number:.{digits}f}"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+
+from sglbench.display import amount
 
 SUMMARY_COLUMNS = {
     "tag": "tag",
@@ -42,7 +41,7 @@ def print_summary(df: pd.DataFrame, console: Console, title: str = "Benchmark su
             text = column in ("tag", "mode")
             table.add_column(label, justify="left" if text else "right", overflow="fold")
     for row in summary.to_dict("records"):
-        cells = [_cell(row[c]) for c in SUMMARY_COLUMNS if c != "simulated"]
+        cells = [amount(row[c]) for c in SUMMARY_COLUMNS if c != "simulated"]
         style = "yellow" if row["simulated"] else None
         table.add_row(*cells, style=style)
     console.print(table)
@@ -52,12 +51,3 @@ def print_summary(df: pd.DataFrame, console: Console, title: str = "Benchmark su
             f"[yellow]{simulated} of {len(summary)} rows are SIMULATED (sglbench.sim), "
             "not GPU measurements.[/yellow]"
         )
-
-
-def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        whole = value.is_integer() or abs(value) >= 100
-        return f"{value:,.0f}" if whole else f"{value:,.1f}"
-    return str(value)

@@ -14,7 +14,7 @@ import pytest
 from docker_e2e import free_port, ours
 from sim_image import build_test_image
 
-from sglbench.runtime.docker import close_clients
+from sglbench.execute.docker import close_clients
 from sglbench.sim.tokenizer import ensure_offline_tokenizer
 
 

@@ -13,7 +13,7 @@ import docker
 from docker.models.containers import Container
 from rich.console import Console
 
-from sglbench.container import LABEL_PROJECT, PROJECT
+from sglbench.plan.container import LABEL_PROJECT, PROJECT
 from sglbench.settings import KEYS, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]

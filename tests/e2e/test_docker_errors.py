@@ -10,10 +10,10 @@ import docker
 import pytest
 from docker_e2e import free_port, invoke, named, ours, quiet_console, settings_of
 
-from sglbench import lifecycle
 from sglbench.errors import DockerError, ReadinessError
-from sglbench.runtime.docker import DockerRuntime
-from sglbench.specs import server_specs
+from sglbench.execute import deploy
+from sglbench.execute.docker import DockerRuntime
+from sglbench.plan.servers import server_specs
 
 pytestmark = pytest.mark.e2e
 
@@ -85,7 +85,7 @@ def test_server_exit_while_waiting_fails_at_once_with_its_log(
 ) -> None:
     settings = settings_of(e2e_env, AGG_EXTRA_ARGS="--sim-no-such-flag", READY_TIMEOUT_S="120")
     with pytest.raises(ReadinessError) as caught:
-        lifecycle.up_role(settings, "agg", run_id="r1", console=quiet_console())
+        deploy.up_role(settings, "agg", run_id="r1", console=quiet_console())
     message = str(caught.value)
     assert "exited (2)" in message or "exited (exit code 2)" in message, message
     assert "--sim-no-such-flag" in message
@@ -103,7 +103,7 @@ def test_exited_container_state_logs_and_follow(clean_engine: docker.DockerClien
     assert any("--sim-no-such-flag" in line for line in lines)
     assert runtime.exit_code(spec) == 2
     [instance] = runtime.instances()
-    assert instance.state == "exited(2)"
+    assert instance.shown_state == "exited(2)"
     assert runtime.stop(spec) is False  # not running; removed all the same
     assert ours(clean_engine) == []
     assert "--sim-no-such-flag" in runtime.log_tail(spec)  # from the log saved at removal

@@ -10,7 +10,7 @@ import docker
 import pytest
 from docker_e2e import invoke, ours, settings_of
 
-from sglbench.metadata import versions
+from sglbench.execute.provenance import versions
 
 pytestmark = pytest.mark.e2e
 NOWHERE = "unix:///nonexistent/docker.sock"

@@ -20,7 +20,7 @@ import pytest
 from docker_e2e import free_port, quiet_console, settings_of
 
 from sglbench.errors import DockerError
-from sglbench.runtime.docker_pull import pull_image
+from sglbench.execute.docker_pull import pull_image
 
 pytestmark = pytest.mark.e2e
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"

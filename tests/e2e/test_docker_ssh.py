@@ -19,9 +19,9 @@ import docker
 import pytest
 from docker_e2e import free_port, ours, quiet_console, settings_of
 
-from sglbench import lifecycle
 from sglbench.errors import DockerError
-from sglbench.runtime.docker import DockerRuntime
+from sglbench.execute import deploy
+from sglbench.execute.docker import DockerRuntime
 
 pytestmark = pytest.mark.e2e
 SSHD = Path("/usr/sbin/sshd")
@@ -116,7 +116,7 @@ def test_prefill_on_a_remote_engine_over_ssh(
                            RUNTIME="process", PREFILL_RUNTIME="docker")
     console = quiet_console()
     try:
-        [spec] = lifecycle.up_role(settings, "prefill", run_id="remote1", console=console)
+        [spec] = deploy.up_role(settings, "prefill", run_id="remote1", console=console)
         [instance] = DockerRuntime(settings).instances()
         assert instance.where.endswith(f"@{sshd.endpoint}") and instance.state == "running"
         assert instance.run_id == "remote1" and instance.url == spec.url
@@ -125,7 +125,7 @@ def test_prefill_on_a_remote_engine_over_ssh(
         assert "ready" in DockerRuntime(settings).log_tail(spec)
         assert "Accepted publickey for root" in sshd.log.read_text()
     finally:
-        lifecycle.down(settings, console)
+        deploy.down(settings, console)
     assert ours(clean_engine) == []
 
 

@@ -18,13 +18,13 @@ import psutil
 import pytest
 from rich.console import Console
 
-from sglbench import lifecycle
-from sglbench.bench import run_bench
-from sglbench.benchworker import BenchWorker
 from sglbench.errors import BenchError
+from sglbench.execute import deploy
+from sglbench.execute.bench import run_bench
+from sglbench.execute.client_worker import BenchWorker
+from sglbench.execute.target import Target, detect_pd, detect_target
+from sglbench.plan.servers import server_specs
 from sglbench.settings import Settings, load_settings
-from sglbench.specs import server_specs
-from sglbench.target import Target, detect_pd, detect_target
 from tests.conftest import REPO, Procs, loopback_ports
 
 pytestmark = pytest.mark.integration
@@ -102,12 +102,12 @@ def test_bench_detects_pd_behind_the_router(tmp_path: Path) -> None:
     settings = loopback_settings(tmp_path, BENCH_MAX_CONCURRENCY="8")
     console, _ = recording_console()
     try:
-        url = lifecycle.up_mode(settings, "pd", run_id="test-bench-pd", console=console)
+        url = deploy.up_mode(settings, "pd", run_id="test-bench-pd", console=console)
         prefill = server_specs(settings, "prefill")[0].url
         assert detect_pd(url) and detect_pd(prefill)
         assert detect_target(settings, None, None) == Target(url, True, "router")
     finally:
-        lifecycle.down(settings, console)
+        deploy.down(settings, console)
 
 
 def test_bench_with_nothing_running_says_what_to_start(tmp_path: Path) -> None:

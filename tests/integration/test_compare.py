@@ -1,4 +1,4 @@
-"""``compare`` on the simulator: agg and PD swept with the real client, router and lifecycle.
+"""``compare`` on the simulator: agg and PD swept with the real client, router and deploy.
 
 Also the user's Ctrl-C: ``invoke compare`` interrupted after its first point keeps that point,
 stops everything it started, and ``--resume`` measures exactly the missing points.
@@ -20,11 +20,11 @@ from typing import Any
 import psutil
 import pytest
 
-from sglbench import lifecycle
-from sglbench.experiment import compare
-from sglbench.readiness import http_get
+from sglbench.execute import deploy
+from sglbench.execute.compare import compare
+from sglbench.execute.http import http_get
+from sglbench.plan.servers import server_specs
 from sglbench.settings import Settings, display_value
-from sglbench.specs import server_specs
 from tests.conftest import REPO, offline_env
 from tests.integration.test_bench import (
     loopback_settings,
@@ -62,7 +62,7 @@ def answers(url: str) -> bool:
 
 def assert_nothing_left(settings: Settings, run_dir: Path) -> None:
     """No server, router or client worker of this run is alive, and no port answers."""
-    assert [i for i in lifecycle.status(settings) if i.state == "running"] == []
+    assert [i for i in deploy.status(settings) if i.state == "running"] == []
     assert [u for u in server_urls(settings) if answers(u)] == []
     for pid in worker_imports(run_dir / "logs" / "client-worker.log"):
         alive = psutil.pid_exists(int(pid)) and psutil.Process(int(pid)).status() != "zombie"
@@ -195,13 +195,13 @@ def test_compare_stops_only_what_its_run_started(tmp_path: Path) -> None:
     settings = loopback_settings(tmp_path, BENCH_MAX_CONCURRENCY="8")
     console, _ = recording_console()
     try:
-        (other,) = lifecycle.up_role(settings, "prefill", run_id="other-run", console=console)
+        (other,) = deploy.up_role(settings, "prefill", run_id="other-run", console=console)
         run_dir = compare(settings, modes=["agg"], console=console)
         assert len(rows(run_dir / "agg.jsonl")) == 1
         assert not answers(server_specs(settings, "agg")[0].url)  # the run's server is gone
         assert answers(other.url)  # the other run's is not
-        assert [i.name for i in lifecycle.status(settings) if i.state == "running"] == [
+        assert [i.name for i in deploy.status(settings) if i.state == "running"] == [
             other.name]
     finally:
-        stopped = lifecycle.down(settings, console, run_id="other-run")
+        stopped = deploy.down(settings, console, run_id="other-run")
     assert stopped == 1 and not answers(other.url)

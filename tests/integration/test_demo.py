@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sglbench.runtime.process import ProcessRuntime
+from sglbench.execute.process import ProcessRuntime
 from sglbench.settings import KEYS, load_settings
 from tests.conftest import REPO, free_port, http_status, offline_env
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sglbench.runtime.process import ProcessRuntime
+from sglbench.execute.process import ProcessRuntime
 from sglbench.settings import KEYS, Settings, load_settings
 from tests.conftest import REPO, alive, free_port, http_status, offline_env
 

@@ -7,15 +7,15 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 
-from sglbench import bench
-from sglbench import target as target_module
-from sglbench.benchworker import PointOutcome
-from sglbench.client_setup import SHAREGPT_FILE, SHAREGPT_REPO, client_setup
 from sglbench.errors import ConfigError
-from sglbench.runtime.process import tail
+from sglbench.execute import bench
+from sglbench.execute import target as target_module
+from sglbench.execute.client_worker import PointOutcome
+from sglbench.execute.process import tail
+from sglbench.execute.target import Target
+from sglbench.plan.client import SHAREGPT_FILE, SHAREGPT_REPO, client_setup
+from sglbench.plan.sweep import bench_tag, sweep_points
 from sglbench.settings import Settings, load_settings
-from sglbench.specs import sweep_points
-from sglbench.target import Target
 
 
 def make(**keys: str) -> Settings:
@@ -111,8 +111,8 @@ def test_agg_and_pd_get_the_same_workload_flags(tmp_path: Path, ignore_eos: str)
 
 def test_tags_in_a_sweep_carry_the_point_label() -> None:
     points = sweep_points(make(BENCH_MAX_CONCURRENCY="8,32", BENCH_INPUT_LEN="512"))
-    assert bench.point_tag("agg_cg1n1", points[0], single=True) == "agg_cg1n1"
-    assert [bench.point_tag("t", p, single=False) for p in points] == [
+    assert bench_tag("agg_cg1n1", points[0], single=True) == "agg_cg1n1"
+    assert [bench_tag("t", p, single=False) for p in points] == [
         "t_in512_out128_c8_rinf", "t_in512_out128_c32_rinf"]
 
 
@@ -176,7 +176,7 @@ def test_a_dry_run_warns_about_the_dataset_and_probes_nothing(tmp_path: Path) ->
     """The default dataset needs the hub: a dry run says so and still prints every command."""
     settings = make(SIMULATE="true", BENCH_MAX_CONCURRENCY="8,8,32", ROUTER_PORT="30009",
                     AGG_HOST="127.0.0.1", AGG_PORT="30010")  # fmt: skip
-    lines = bench.describe_bench(settings, tag="t", base_url=None, pd=None,
+    lines = bench.describe_bench(settings, tag="t", base_url=None, mode="auto",
                                  output_file=tmp_path / "t.jsonl")
     assert lines[0].startswith("# warning: BENCH_DATASET=random: ")
     assert lines[1] == ("# a router answering at ROUTER_HOST:ROUTER_PORT (http://127.0.0.1:30009) "
@@ -191,10 +191,10 @@ def test_a_dry_run_warns_about_the_dataset_and_probes_nothing(tmp_path: Path) ->
 
 def test_a_dry_run_with_a_mode_shows_that_target(tmp_path: Path) -> None:
     settings = make(SIMULATE="true", BENCH_DATASET="random-ids", ROUTER_PORT="30009")
-    (line,) = bench.describe_bench(settings, tag="t", base_url=None, pd=True,
+    (line,) = bench.describe_bench(settings, tag="t", base_url=None, mode="pd",
                                    output_file=tmp_path / "t.jsonl")
     assert "--base-url http://127.0.0.1:30009 " in line and "--pd-separated" in line
-    given = bench.describe_bench(settings, tag="t", base_url="http://127.0.0.1:7/", pd=None,
+    given = bench.describe_bench(settings, tag="t", base_url="http://127.0.0.1:7/", mode="auto",
                                  output_file=tmp_path / "t.jsonl")
     assert given[0].startswith("# --pd-separated is added when http://127.0.0.1:7 turns out")
     assert "--base-url http://127.0.0.1:7 " in given[1]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sglbench.container import (
+from sglbench.errors import ConfigError
+from sglbench.plan.container import (
     LABEL_PROJECT,
     LABEL_RUN_ID,
     container_spec,
@@ -15,9 +16,8 @@ from sglbench.container import (
     is_ours,
     run_kwargs,
 )
-from sglbench.errors import ConfigError
+from sglbench.plan.servers import server_specs
 from sglbench.settings import Settings, load_settings
-from sglbench.specs import server_specs
 
 
 def _settings(**overrides: str) -> Settings:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from sglbench.errors import ConfigError
-from sglbench.runtime.docker import DockerRuntime, endpoint_key, split_lines, where
-from sglbench.runtime.docker_pull import pull_progress
+from sglbench.execute.docker import DockerRuntime, endpoint_key, split_lines, where
+from sglbench.execute.docker_pull import pull_progress
+from sglbench.plan.servers import server_specs
 from sglbench.settings import load_settings
-from sglbench.specs import server_specs
 
 
 def test_pull_progress_sums_every_layer() -> None:
@@ -44,8 +44,8 @@ def test_dry_run_needs_no_engine() -> None:
 
 
 def test_agg_container_listening_on_loopback_is_refused_before_any_engine_call() -> None:
-    settings = load_settings(env_file=None, overrides={
-        "RUNTIME": "docker", "SERVER_BIND_HOST": "127.0.0.1",
-        "AGG_DOCKER_HOST": "ssh://nobody@192.0.2.1"}).settings
+    # Refused when the settings load, so no task ever reaches an engine with them.
     with pytest.raises(ConfigError, match=r"SERVER_BIND_HOST=127\.0\.0\.1: agg in a container"):
-        DockerRuntime(settings).start(server_specs(settings, "agg")[0], "r1")
+        load_settings(env_file=None, overrides={
+            "RUNTIME": "docker", "SERVER_BIND_HOST": "127.0.0.1",
+            "AGG_DOCKER_HOST": "ssh://nobody@192.0.2.1"})

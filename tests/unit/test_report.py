@@ -16,7 +16,7 @@ from rich.console import Console
 
 from sglbench.errors import ResultsError
 from sglbench.report import ReportPaths, build_report, plot_by_tag, print_summary, summary_table
-from sglbench.results import load_results
+from sglbench.results.load import load_results
 from sglbench.settings import ENV_FILE_VAR, KEYS
 from tests.conftest import REFERENCE, needs_reference
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from sglbench.errors import ResultsError
-from sglbench.results import COLUMNS, load_results
+from sglbench.results.load import COLUMNS, load_results
 from tests.conftest import REFERENCE, needs_reference
 
 # Real GH200 results beside the checkout (../shared/reference-results), read only.

@@ -9,8 +9,13 @@ from typing import Any
 import pytest
 from pandas import DataFrame as Frame
 
-from sglbench.checks import Workload, expected_output_mean, sanity_checks, workload_mismatches
-from sglbench.results import load_results
+from sglbench.results.checks import (
+    Requested,
+    expected_output_mean,
+    sanity_checks,
+    workload_mismatches,
+)
+from sglbench.results.load import load_results
 from tests.conftest import REFERENCE, needs_reference
 
 pytestmark = needs_reference
@@ -44,7 +49,7 @@ def test_failed_requests_are_an_error(tmp_path: Path) -> None:
     assert "10 of 100 requests failed" in finding.message
     # The caller may know the prompt count better than the files do.
     df = load_rows(tmp_path, {"agg": real_row()}, {})
-    assert [f.check for f in sanity_checks(df, Workload(num_prompts=120))] == ["failed_requests"]
+    assert [f.check for f in sanity_checks(df, Requested(num_prompts=120))] == ["failed_requests"]
 
 
 def test_near_zero_ttft_and_itl_point_at_a_buffering_router(tmp_path: Path) -> None:

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from sglbench.display import is_secret
 from sglbench.errors import ConfigError
-from sglbench.settings import (
-    ENV_FILE_VAR,
-    KEYS,
-    Settings,
-    is_secret,
-    load_settings,
-    public_settings,
-)
+from sglbench.settings import ENV_FILE_VAR, KEYS, Settings, load_settings, public_settings
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
@@ -60,7 +54,7 @@ def test_original_defaults() -> None:
     assert (s.bench_num_prompts, s.bench_input_len, s.bench_output_len,
             s.bench_max_concurrency) == (200, (512,), (128,), (200,))  # fmt: skip
     assert math.isinf(s.bench_request_rate[0])
-    assert [s.role_mem_fraction(r) for r in ("agg", "prefill", "decode")] == [0.9, 0.8, 0.8]
+    assert [s.role(r).mem_fraction for r in ("agg", "prefill", "decode")] == [0.9, 0.8, 0.8]
 
 
 def test_precedence_and_sources(tmp_path: Path) -> None:
@@ -192,9 +186,9 @@ def test_bad_value_names_key_value_source_and_what_is_allowed(tmp_path: Path) ->
 def test_role_runtime_and_mem_fraction_fallbacks() -> None:
     s = load_settings(None, {}, {"RUNTIME": "docker", "PREFILL_RUNTIME": "process",
                                  "MEM_FRACTION": "0.45", "DECODE_MEM_FRACTION": "0.7"}).settings
-    assert [s.role_runtime(r) for r in ("agg", "prefill", "decode")] == [
+    assert [s.role(r).runtime for r in ("agg", "prefill", "decode")] == [
         "docker", "process", "docker"]
-    assert [s.role_mem_fraction(r) for r in ("agg", "prefill", "decode")] == [0.45, 0.45, 0.7]
+    assert [s.role(r).mem_fraction for r in ("agg", "prefill", "decode")] == [0.45, 0.45, 0.7]
 
 
 def test_settings_are_frozen() -> None:

@@ -15,17 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from sglbench.settings import Role, Settings, load_settings
-from sglbench.specs import (
-    BENCH_MODULE,
-    SGLANG_SERVER_MODULE,
-    SIM_SERVER_MODULE,
-    bench_args,
-    launch_args,
-    router_spec,
-    server_specs,
-    sweep_points,
-)
+from sglbench.plan.bench import BENCH_MODULE, bench_args
+from sglbench.plan.router import router_spec
+from sglbench.plan.servers import SGLANG_SERVER_MODULE, SIM_SERVER_MODULE, launch_args, server_specs
+from sglbench.plan.sweep import sweep_points
+from sglbench.settings import Settings, load_settings
+from sglbench.types import Role
 
 # The original 00_common.sh defaults.
 ORIGINAL_ENV = {

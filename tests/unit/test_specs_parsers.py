@@ -15,8 +15,11 @@ from typing import Any, get_args
 
 import pytest
 
-from sglbench.settings import Settings, TransferBackend, load_settings
-from sglbench.specs import bench_args, router_spec, server_specs
+from sglbench.plan.bench import bench_args
+from sglbench.plan.router import router_spec
+from sglbench.plan.servers import server_specs
+from sglbench.settings import Settings, load_settings
+from sglbench.types import TransferBackend
 
 # The original 23_/24_ commands as written (abbreviations and all), minus the program name.
 ORIGINAL_23 = shlex.split(

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import tasks
+from sglbench.plan.bench import BENCH_MODULE
 from sglbench.settings import KEYS
-from sglbench.specs import BENCH_MODULE
 from tests.conftest import REPO, free_port, offline_env
 
 INVOKE = [sys.executable, "-m", "invoke"]

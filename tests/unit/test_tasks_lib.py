@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from invoke.exceptions import Exit
 
-from sglbench import cli
-from sglbench.checks import Finding
+from sglbench import commands as cli
 from sglbench.errors import ConfigError, DockerError
+from sglbench.plan.bench import BENCH_MODULE
+from sglbench.results.checks import Finding
 from sglbench.settings import ENV_FILE_VAR, load_settings
-from sglbench.specs import BENCH_MODULE
 from tests.conftest import REFERENCE, needs_reference
 
 
@@ -70,11 +70,11 @@ def test_file_system_errors_become_one_line_naming_the_path() -> None:
 
 
 def test_mode_flags() -> None:
-    # cli only splits; experiment.run_modes is the one check (see test_experiment).
+    # cli only splits; plan.modes.run_modes is the one check (see test_experiment).
     assert cli.split_modes(" pd , agg ") == ["pd", "agg"]
     assert cli.split_modes("agg,disagg") == ["agg", "disagg"]
     assert cli.split_modes("") == [""]
-    assert [cli.parse_bench_mode(m) for m in ("auto", "agg", "pd")] == [None, False, True]
+    assert [cli.parse_bench_mode(m) for m in ("auto", "agg", "pd")] == ["auto", "agg", "pd"]
     with pytest.raises(ConfigError, match="--mode both: expected auto, agg or pd"):
         cli.parse_bench_mode("both")
 

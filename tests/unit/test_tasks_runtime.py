@@ -21,13 +21,15 @@ import pytest
 from rich.console import Console
 
 from sglbench.errors import ConfigError, ReadinessError, ServerError
-from sglbench.readiness import Probe, http_probe, wait_until
-from sglbench.router import router_probe
-from sglbench.runtime import process as process_module
-from sglbench.runtime import runtime_for
-from sglbench.runtime.process import UNKNOWN_EXIT, PidFile, ProcessRuntime
+from sglbench.execute import process as process_module
+from sglbench.execute.http import Probe, http_probe
+from sglbench.execute.process import PidFile, ProcessRuntime
+from sglbench.execute.readiness import wait_until
+from sglbench.execute.router import router_probe
+from sglbench.execute.runtime import UNKNOWN_EXIT, runtime_for
+from sglbench.plan.router import RouterSpec
+from sglbench.plan.servers import server_specs
 from sglbench.settings import Settings, load_settings
-from sglbench.specs import RouterSpec, server_specs
 from tests.conftest import alive, free_port
 
 SLEEPER = [sys.executable, "-c", "import time; print('sleeping', flush=True); time.sleep(60)"]
@@ -105,7 +107,7 @@ def test_exit_code_of_a_process_that_failed(runtime: ProcessRuntime) -> None:
         time.sleep(0.05)
     assert runtime.exit_code_of("broken") == 3
     assert runtime.log_tail_of("broken") == "boom"
-    assert [i.state for i in runtime.instances()] == ["exited(3)"]
+    assert [i.shown_state for i in runtime.instances()] == ["exited(3)"]
 
 
 def test_a_reused_pid_is_never_signalled(runtime: ProcessRuntime) -> None:
@@ -157,7 +159,7 @@ def test_runtime_for_picks_the_runtime_or_says_docker_is_missing(
 ) -> None:
     settings = settings_for(tmp_path)
     assert isinstance(runtime_for(settings, "process"), ProcessRuntime)
-    monkeypatch.setitem(sys.modules, "sglbench.runtime.docker", None)  # import fails
+    monkeypatch.setitem(sys.modules, "sglbench.execute.docker", None)  # import fails
     with pytest.raises(ConfigError, match="docker runtime is not available"):
         runtime_for(settings, "docker")
 
@@ -211,7 +213,8 @@ def test_router_probe_shows_why_a_rust_router_is_not_ready_yet() -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        spec = RouterSpec("rust", "m", (), "127.0.0.1", server.server_address[1])
+        spec = RouterSpec(name="router", role="router", impl="rust", module="m", args=(),
+                          host="127.0.0.1", port=server.server_address[1], workers=2)
         shown = [router_probe(spec, expected_workers=2) for _ in range(3)]
     finally:
         server.shutdown()

@@ -3,34 +3,24 @@
 ``up_*`` start, wait until ready and say where each server listens; if a start or readiness fails,
 what that call started is stopped again, so a failed ``up`` leaves nothing behind. ``down`` and
 ``status`` see only what this project started (pid files, container labels); ``down`` with a
-run id only what that run started.
+run id only what that run started. Runtimes are reached only through the ``Runtime`` protocol.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from sglbench.errors import ConfigError, ServerError
-from sglbench.readiness import wait_server_ready
-from sglbench.router import (
-    ROUTER_NAME,
-    describe_router,
-    run_router_foreground,
-    start_router,
-)
-from sglbench.runtime import Instance, Runtime, runtime_for
-from sglbench.runtime.process import ProcessRuntime
-from sglbench.settings import ROLES, Role, Settings
-from sglbench.specs import Mode, RouterSpec, ServerSpec, router_spec, server_specs
-
-if TYPE_CHECKING:
-    from sglbench.runtime.docker import DockerRuntime
-
-MODE_ROLES: dict[Mode, tuple[Role, ...]] = {"agg": ("agg",), "pd": ("prefill", "decode")}
+from sglbench.execute.readiness import wait_server_ready
+from sglbench.execute.router import describe_router, run_router_foreground, start_router
+from sglbench.execute.runtime import Instance, Runtime, runtime_for, runtimes_in_use
+from sglbench.plan.router import ROUTER_NAME, RouterSpec, router_spec
+from sglbench.plan.servers import ServerSpec, server_specs
+from sglbench.settings import Settings
+from sglbench.types import MODE_ROLES, ROLES, ModeKind, Role
 
 
 def new_run_id() -> str:
@@ -47,7 +37,7 @@ def describe_role(settings: Settings, role: Role) -> list[str]:
     return lines
 
 
-def describe_mode(settings: Settings, mode: Mode) -> list[str]:
+def describe_mode(settings: Settings, mode: ModeKind) -> list[str]:
     """Everything ``up_mode`` would start, in order (``--dry-run``)."""
     lines = [line for role in MODE_ROLES[mode] for line in describe_role(settings, role)]
     if mode == "pd":
@@ -95,14 +85,15 @@ def up_router(settings: Settings, *, detach: bool, run_id: str, console: Console
     """
     if detach:
         return start_router(settings, run_id=run_id, console=console)
+    spec = router_spec(settings)
     code = run_router_foreground(settings, run_id=run_id, console=console)
     if code != 0:
-        log = ProcessRuntime(settings).log_path(ROUTER_NAME)
-        raise ServerError(f"router exited with code {code}; see its log {log}")
-    return router_spec(settings)
+        last = runtime_for(settings, "process").log_tail(spec, 5)
+        raise ServerError(f"router exited with code {code}; its last log lines:\n{last}")
+    return spec
 
 
-def up_mode(settings: Settings, mode: Mode, *, run_id: str, console: Console) -> str:
+def up_mode(settings: Settings, mode: ModeKind, *, run_id: str, console: Console) -> str:
     """Start everything ``mode`` needs, wait until ready; return the URL the bench client uses.
 
     On failure, what this call started is stopped again.
@@ -116,7 +107,9 @@ def up_mode(settings: Settings, mode: Mode, *, run_id: str, console: Console) ->
             return server_specs(settings, "agg")[0].url
         return up_router(settings, detach=True, run_id=run_id, console=console).url
     except BaseException:
-        _stop_roles(settings, started)
+        for role in started:
+            for spec in server_specs(settings, role):
+                runtime_for(settings, spec.runtime).stop(spec)
         raise
 
 
@@ -130,30 +123,22 @@ def down(settings: Settings, console: Console, run_id: str | None = None) -> int
             also of other runs and older settings (``invoke down``).
     """
     stopped = 0
-    process = ProcessRuntime(settings)
-    records = [r for r in process.records() if run_id is None or r.run_id == run_id]
-    for record in sorted(records, key=lambda r: r.name != ROUTER_NAME):
-        if process.stop_name(record.name):
-            console.print(f"stopped {record.name} (pid {record.pid})")
+    for runtime in runtimes_in_use(settings):
+        for found in runtime.stop_run(run_id):
+            if found.state != "running":
+                console.print(f"{found.name} had already exited ({found.where})")
+                continue
+            extra = ", container removed" if runtime.name == "docker" else ""
+            console.print(f"stopped {found.name} ({runtime.name}, {found.where}{extra})")
             stopped += 1
-        else:
-            console.print(f"{record.name} had already exited (pid {record.pid})")
-    if any(settings.role_runtime(role) == "docker" for role in ROLES):
-        for name in _docker_runtime(settings).stop_all(run_id=run_id):
-            console.print(f"stopped {name} (docker, container removed)")
-            stopped += 1
-    if stopped == 0:
-        console.print(f"nothing of run {run_id} was running" if run_id
-                      else "nothing of ours was running")
+    if stopped == 0 and run_id is None:
+        console.print("nothing of ours was running")
     return stopped
 
 
 def status(settings: Settings) -> list[Instance]:
     """Everything this project started and still knows of, with its state."""
-    found = ProcessRuntime(settings).instances()
-    if any(settings.role_runtime(role) == "docker" for role in ROLES):
-        found += runtime_for(settings, "docker").instances()
-    return found
+    return [i for runtime in runtimes_in_use(settings) for i in runtime.instances()]
 
 
 def log_lines(settings: Settings, name: str, *, follow: bool) -> Iterator[str]:
@@ -163,7 +148,7 @@ def log_lines(settings: Settings, name: str, *, follow: bool) -> Iterator[str]:
         ConfigError: unknown name, or a role with several workers (names them).
     """
     if name == ROUTER_NAME:
-        return ProcessRuntime(settings).follow_log(ROUTER_NAME, follow=follow)
+        return runtime_for(settings, "process").log_lines(router_spec(settings), follow=follow)
     specs = [s for role in ROLES for s in server_specs(settings, role)]
     matches = [s for s in specs if name in (s.name, s.name.removeprefix("sglang-"))]
     if not matches:
@@ -174,18 +159,3 @@ def log_lines(settings: Settings, name: str, *, follow: bool) -> Iterator[str]:
         raise ConfigError(f"logs {name}: {what}; name one of: {names}, router")
     spec = matches[0]
     return runtime_for(settings, spec.runtime).log_lines(spec, follow=follow)
-
-
-def _stop_roles(settings: Settings, roles: list[Role]) -> None:
-    for role in roles:
-        for spec in server_specs(settings, role):
-            runtime_for(settings, spec.runtime).stop(spec)
-
-
-def _docker_runtime(settings: Settings) -> DockerRuntime:
-    """The docker runtime itself (``down`` uses ``stop_all``: containers of older settings too)."""
-    runtime = runtime_for(settings, "docker")
-    from sglbench.runtime.docker import DockerRuntime  # loaded by runtime_for just now
-
-    assert isinstance(runtime, DockerRuntime)
-    return runtime

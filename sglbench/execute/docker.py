@@ -22,7 +22,9 @@ import paramiko
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
-from sglbench.container import (
+from sglbench.errors import DockerError, ServerError
+from sglbench.execute.runtime import UNKNOWN_EXIT, Instance
+from sglbench.plan.container import (
     LABEL_NAME,
     LABEL_PROJECT,
     LABEL_ROLE,
@@ -34,11 +36,9 @@ from sglbench.container import (
     is_ours,
     run_kwargs,
 )
-from sglbench.errors import ConfigError, DockerError
-from sglbench.runtime import Instance
-from sglbench.runtime.process import UNKNOWN_EXIT
-from sglbench.settings import ROLES, Role, Settings
-from sglbench.specs import ServerSpec
+from sglbench.plan.servers import Command, ServerSpec
+from sglbench.settings import Settings
+from sglbench.types import ROLES, Role, RuntimeName
 
 API_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 10  # with --init the server gets SIGTERM at once; this is only the fallback
@@ -60,9 +60,21 @@ def endpoint_key(role: str) -> str:
     return f"{role.upper()}_DOCKER_HOST"
 
 
-def docker_roles(settings: Settings, roles: Iterable[Role] = ROLES) -> list[Role]:
-    """The roles (of ``roles``) whose runtime is docker."""
-    return [role for role in roles if settings.role_runtime(role) == "docker"]
+def engines(settings: Settings, roles: Iterable[Role] = ROLES) -> dict[str, str]:
+    """Engine endpoint -> the key that names it, for every role (of ``roles``) on docker."""
+    found: dict[str, str] = {}
+    for role in roles:
+        own = settings.role(role)
+        if own.runtime == "docker":
+            found.setdefault(own.docker_host, own.key("DOCKER_HOST"))
+    return found
+
+
+def _server(spec: Command) -> ServerSpec:
+    """The docker runtime runs servers; the router always runs as a local process."""
+    if not isinstance(spec, ServerSpec):
+        raise ServerError(f"{spec.name}: the docker runtime runs servers only, not the {spec.role}")
+    return spec
 
 
 def connect(endpoint: str, key: str) -> docker.DockerClient:
@@ -124,29 +136,27 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
 class DockerRuntime:
     """Start, watch and stop server containers, one SDK client per engine (made lazily)."""
 
+    name: RuntimeName = "docker"
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.log_dir = Path(settings.run_dir) / "logs"
 
     # --- the Runtime protocol -------------------------------------------------------------------
 
-    def describe(self, spec: ServerSpec) -> str:
+    def describe(self, spec: Command) -> str:
         """The equivalent ``docker run -d ...`` command (``--dry-run``), HF_TOKEN masked."""
-        return docker_run_command(container_spec(self.settings, spec))
+        return docker_run_command(container_spec(self.settings, _server(spec)))
 
-    def start(self, spec: ServerSpec, run_id: str) -> None:
+    def start(self, spec: Command, run_id: str) -> None:
         """Create and start the container of ``spec``, replacing an old one of ours.
 
         Raises:
             DockerError: a foreign container has the name, the image is missing, the engine has
                 no GPU runtime, the port is in use, or the engine refused otherwise.
-            ConfigError: agg would listen on loopback inside its container (unreachable).
+            ServerError: ``spec`` is not a server.
         """
-        bind = self.settings.server_bind_host
-        if spec.role == "agg" and (bind.startswith("127.") or bind in ("localhost", "::1")):
-            raise ConfigError(f"SERVER_BIND_HOST={bind}: agg in a "
-                              "container is reached through a port mapping, so it must listen "
-                              "on 0.0.0.0; unset SERVER_BIND_HOST")
+        spec = _server(spec)
         cspec = container_spec(self.settings, spec, run_id)
         client = self.client(spec.docker_host, endpoint_key(spec.role))
         self._remove_ours(client, spec)
@@ -167,7 +177,7 @@ class DockerRuntime:
             container.remove(force=True)
             raise self._start_error(spec, exc) from None
 
-    def exit_code(self, spec: ServerSpec) -> int | None:
+    def exit_code(self, spec: Command) -> int | None:
         """None while it runs; its exit code once stopped (not found: ``UNKNOWN_EXIT``)."""
         container = self._find(spec)
         if container is None:
@@ -177,7 +187,7 @@ class DockerRuntime:
             return None
         return int(state.get("ExitCode", UNKNOWN_EXIT))
 
-    def log_tail(self, spec: ServerSpec, lines: int = 40) -> str:
+    def log_tail(self, spec: Command, lines: int = 40) -> str:
         """The last ``lines`` lines of its output (the saved log once it was removed)."""
         container = self._find(spec)
         if container is None:
@@ -187,7 +197,7 @@ class DockerRuntime:
         raw: bytes = container.logs(tail=lines)
         return raw.decode(errors="replace").rstrip("\n")
 
-    def log_lines(self, spec: ServerSpec, follow: bool = False) -> Iterator[str]:
+    def log_lines(self, spec: Command, follow: bool = False) -> Iterator[str]:
         """Its output line by line; with ``follow``, until it stops or the caller stops."""
         container = self._find(spec)
         if container is None:
@@ -198,7 +208,7 @@ class DockerRuntime:
             return
         yield from split_lines(container.logs(stream=True, follow=follow))
 
-    def stop(self, spec: ServerSpec) -> bool:
+    def stop(self, spec: Command) -> bool:
         """Stop and remove our container of ``spec`` (its log saved under RUN_DIR/logs).
 
         Returns:
@@ -217,33 +227,25 @@ class DockerRuntime:
                 found.setdefault(container.id, _instance(container, endpoint))
         return list(found.values())
 
-    # --- beyond the protocol --------------------------------------------------------------------
-
-    def stop_all(self, run_id: str | None = None) -> list[str]:
-        """Stop and remove our containers on every engine a docker role uses.
-
-        Args:
-            run_id: only the containers of that run (its run-id label); None: every one of ours.
-
-        Returns:
-            "name on engine" of each container removed (including ones of earlier settings,
-            e.g. a NUM_DECODE that was larger then).
+    def stop_run(self, run_id: str | None) -> list[Instance]:
+        """Stop and remove our containers of run ``run_id`` (None: every one of ours) on every
+        engine a docker role uses, including ones of earlier settings (a NUM_DECODE that was
+        larger then).
         """
         labels = [_OURS["label"]] + ([f"{LABEL_RUN_ID}={run_id}"] if run_id is not None else [])
-        removed = []
+        found = []
         for endpoint, key in self.endpoints().items():
             client = self.client(endpoint, key)
             for container in client.containers.list(all=True, filters={"label": labels}):
+                found.append(_instance(container, endpoint))
                 self._stop_and_remove(container)
-                removed.append(f"{container.name} on {where(endpoint)}")
-        return removed
+        return found
+
+    # --- beyond the protocol --------------------------------------------------------------------
 
     def endpoints(self) -> dict[str, str]:
         """Engine endpoint -> the key that names it, for every role whose runtime is docker."""
-        found: dict[str, str] = {}
-        for role in docker_roles(self.settings):
-            found.setdefault(getattr(self.settings, f"{role}_docker_host"), endpoint_key(role))
-        return found
+        return engines(self.settings)
 
     def client(self, endpoint: str, key: str) -> docker.DockerClient:
         """The client of one engine, made on first use and kept; see ``connect``."""
@@ -253,7 +255,7 @@ class DockerRuntime:
 
     # --- helpers --------------------------------------------------------------------------------
 
-    def _find(self, spec: ServerSpec) -> Container | None:
+    def _find(self, spec: Command) -> Container | None:
         """Our container named like ``spec`` on its engine (None: none, or not ours)."""
         client = self.client(spec.docker_host, endpoint_key(spec.role))
         try:
@@ -375,16 +377,16 @@ def close_clients() -> None:
 def _instance(container: Container, endpoint: str) -> Instance:
     labels = container.labels
     state: dict[str, Any] = container.attrs.get("State", {})
-    status = str(state.get("Status", container.status))
-    if status == "exited":
-        status = f"exited({state.get('ExitCode', '?')})"
+    running = bool(state.get("Running")) or state.get("Status") in ("created", "restarting")
+    code = state.get("ExitCode")
     return Instance(
         name=labels.get(LABEL_NAME) or container.name or "?",
         role=labels.get(LABEL_ROLE, "?"),
         runtime="docker",
         where=f"{container.short_id}@{where(endpoint)}",
         url=labels.get(LABEL_URL, ""),
-        state=status,
+        state="running" if running else "exited",
+        exit_code=None if running else (int(code) if isinstance(code, int) else UNKNOWN_EXIT),
         run_id=labels.get(LABEL_RUN_ID, ""),
     )
 

@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
 from sglbench.errors import DockerError
-from sglbench.runtime.docker import connect, docker_roles, endpoint_key, first_line, where
-from sglbench.settings import ROLES, Role, Settings
+from sglbench.execute.docker import connect, engines, first_line, where
+from sglbench.settings import Settings
+from sglbench.types import ROLES, Role
 
 
 def pull_image(settings: Settings, console: Console, roles: Iterable[Role] = ROLES) -> None:
@@ -21,12 +22,10 @@ def pull_image(settings: Settings, console: Console, roles: Iterable[Role] = ROL
         DockerError: an engine is unreachable or the pull failed (name, registry, network).
     """
     image = settings.sglang_image
-    engines: dict[str, str] = {}
-    for role in docker_roles(settings, roles):
-        engines.setdefault(getattr(settings, f"{role}_docker_host"), endpoint_key(role))
-    if not engines:
+    found = engines(settings, roles)
+    if not found:
         console.print("no role uses the docker runtime (RUNTIME=process): nothing to pull")
-    for endpoint, key in engines.items():
+    for endpoint, key in found.items():
         client = connect(endpoint, key)
         try:
             with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),

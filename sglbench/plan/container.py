@@ -22,15 +22,16 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from sglbench.display import MASK
 from sglbench.errors import ConfigError
-from sglbench.settings import Role, Settings
-from sglbench.specs import ServerSpec
+from sglbench.plan.servers import ServerSpec
+from sglbench.settings import Settings
+from sglbench.types import Role
 
 HF_CACHE_IN_CONTAINER = "/root/.cache/huggingface"
 # Endpoints whose engine runs on this machine, so a path here is a path there too.
 _LOCAL_SCHEMES = ("unix://", "npipe://")
 IB_DEVICE_PATH = "/dev/infiniband"
-MASK = "********"
 
 # Label keys: ``LABEL_PROJECT=PROJECT`` marks a container as started by sglbench.
 LABEL_PROJECT = "sglbench.project"

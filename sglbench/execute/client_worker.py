@@ -2,9 +2,9 @@
 
 Importing ``sglang.benchmark.serving`` costs about 10 s here (torch and friends), so a sweep that
 started ``python -m sglang.benchmark.serving`` per point would pay it per point. The worker
-(``python -m sglbench.benchworker``) imports it once and then runs the client's own ``cli_main``
-per point with that point's command line, so the flags are parsed by the client's own argparse
-parser exactly as on the command line (and ``--rust-client`` is checked the same way).
+(``python -m sglbench.execute.client_worker``) imports it once and then runs the client's own
+``cli_main`` per point with that point's command line, so the flags are parsed by the client's
+own argparse parser exactly as on the command line (and ``--rust-client`` is checked the same way).
 
 Protocol, one JSON object per line: the parent writes ``{"argv": [...], "log": path}`` on the
 worker's stdin; the worker answers on a private copy of its original stdout with ``{"event":
@@ -39,9 +39,10 @@ from typing import IO, Any
 import psutil
 
 from sglbench.errors import BenchError
-from sglbench.runtime.process import tail
+from sglbench.execute.process import tail
+from sglbench.types import PointPhase
 
-WORKER_MODULE = "sglbench.benchworker"
+WORKER_MODULE = "sglbench.execute.client_worker"
 TAIL_LINES = 15  # of a client log, in an error message
 _PROG = "sglang.benchmark.serving"
 
@@ -54,7 +55,7 @@ class PointOutcome:
     error: str | None
     cpu_s: float
     measured_s: float
-    phase: str  # "load": the request phase only; "whole": the whole client call
+    phase: PointPhase  # "load": the request phase only; "whole": the whole client call
     seconds: float  # the whole client call, setup included
     host_busy: float = 0.0  # share of all the host's cores busy while measured (0..1)
 
@@ -98,7 +99,7 @@ class BenchWorker:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(self._env if self._env is not None else os.environ)
         # The worker must import this very sglbench, installed or not.
-        root = str(Path(__file__).resolve().parents[1])
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         with self.log.open("ab") as err:
             # Own session: a Ctrl-C on the terminal reaches only the parent, which then stops
@@ -134,7 +135,7 @@ class BenchWorker:
         reply = self._read(point_log=log)
         return PointOutcome(
             ok=bool(reply["ok"]), error=reply.get("error"), cpu_s=float(reply["cpu_s"]),
-            measured_s=float(reply["measured_s"]), phase=str(reply["phase"]),
+            measured_s=float(reply["measured_s"]), phase=_phase(reply["phase"]),
             seconds=float(reply["seconds"]), host_busy=float(reply.get("host_busy", 0.0)),
         )
 
@@ -174,6 +175,10 @@ class BenchWorker:
                 proc.wait()
         if proc.stdout:
             proc.stdout.close()
+
+
+def _phase(value: object) -> PointPhase:
+    return "load" if value == "load" else "whole"
 
 
 def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:

@@ -1,40 +1,21 @@
-"""One typed ``Settings`` object, read from ``.env`` then the environment, validated once.
+"""The ``Settings`` model: every knob of a run, typed, bounded and described, plus per-role views.
 
-Keys keep the original scripts' names (``PREFILL_HOST``, ``BENCH_NUM_PROMPTS``, ...). Precedence,
-lowest first: built-in defaults (the original setup), ``.env``, the environment (as the original
-``${VAR:-default}`` did), command-line overrides. As with ``${VAR:-default}``, an empty value
-means "unset" (the default applies), except for ``IB_DEVICE`` where empty means "no
-``--disaggregation-ib-device``". Every value remembers where it came from, for ``invoke config``.
-A typo or a bad value is one ``ConfigError`` line naming the key (the value checks and those
-that involve several keys live in ``sglbench.settings_checks``).
+Attribute ``x_y`` is read from key ``X_Y`` (the original scripts' names). Loading (``.env`` <
+environment < command line) is ``sglbench.settings.loading``; one-value checks are the field
+types' validators (``sglbench.settings.values``); checks of several keys together are
+``sglbench.settings.checks``. Code that works per role asks ``settings.role(role)`` for a typed
+``RoleSettings`` instead of reaching for ``<role>_...`` attributes by name.
 """
 
 from __future__ import annotations
 
-import difflib
-import io
 import math
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated
 
-from dotenv import dotenv_values
-from dotenv.parser import parse_stream
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
-from sglbench.errors import ConfigError
-from sglbench.settings_checks import (
-    check_cross_fields,
+from sglbench.settings.values import (
     check_docker_host,
     check_gpus,
     check_host,
@@ -44,25 +25,18 @@ from sglbench.settings_checks import (
     parse_rate,
     split_list,
 )
+from sglbench.types import (
+    ROLES,
+    BenchBackend,
+    BenchDataset,
+    Role,
+    RouterImpl,
+    RuntimeName,
+    TransferBackend,
+)
 
-Role = Literal["agg", "prefill", "decode"]
-ROLES: tuple[Role, ...] = get_args(Role)
-Runtime = Literal["process", "docker"]
-RouterImpl = Literal["rust", "mini-lb", "smg"]
-# SGLang 0.5.23's --disaggregation-transfer-backend choices (a unit test compares them).
-TransferBackend = Literal["mooncake", "nixl", "ascend", "fake", "mori", "mooncake_tcp"]
-Source = Literal["default", ".env", "environment", "command line"]
-
-# Unknown environment variables with these prefixes are treated as typos of ours; other
-# environment variables (PATH, DOCKER_HOST, SGLBENCH_DEBUG, ...) belong to someone else.
-_OWN_PREFIXES = ("BENCH_", "AGG_", "PREFILL_", "DECODE_", "ROUTER_", "SIM_")
-_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD")
-# Keys whose empty value is a value of its own rather than "unset".
-_EMPTY_IS_A_VALUE = frozenset({"IB_DEVICE"})
-# Read by tasks.py itself (which .env to load), not a setting.
-ENV_FILE_VAR = "SGLBENCH_ENV_FILE"
-# The key at the start of a .env line (after an optional "export").
-_LINE_KEY = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)")
+# --mem-fraction-static of each role in the original scripts.
+ORIGINAL_MEM_FRACTION: dict[Role, float] = {"agg": 0.9, "prefill": 0.8, "decode": 0.8}
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -147,13 +121,13 @@ class Settings(BaseModel):
                                                  description="decode --mem-fraction-static (0.8)")
 
     # --- runtime -------------------------------------------------------------------------------
-    runtime: Runtime = Field("docker", alias="RUNTIME",
+    runtime: RuntimeName = Field("docker", alias="RUNTIME",
                              description="default runtime of every server role (docker, as "
                              "the original scripts; process for the simulator)")
-    agg_runtime: Runtime | None = Field(None, alias="AGG_RUNTIME", description="agg runtime")
-    prefill_runtime: Runtime | None = Field(None, alias="PREFILL_RUNTIME",
+    agg_runtime: RuntimeName | None = Field(None, alias="AGG_RUNTIME", description="agg runtime")
+    prefill_runtime: RuntimeName | None = Field(None, alias="PREFILL_RUNTIME",
                                             description="prefill runtime")
-    decode_runtime: Runtime | None = Field(None, alias="DECODE_RUNTIME",
+    decode_runtime: RuntimeName | None = Field(None, alias="DECODE_RUNTIME",
                                            description="decode runtime")
     agg_gpus: Gpus = Field("all", alias="AGG_GPUS", description="docker GPUs of agg: all or ids")
     prefill_gpus: Gpus = Field("0", alias="PREFILL_GPUS", description="docker GPU ids of prefill")
@@ -194,9 +168,9 @@ class Settings(BaseModel):
     sim_args: ShellArgs = Field("", alias="SIM_ARGS", description="extra --sim-* flags")
 
     # --- benchmark -----------------------------------------------------------------------------
-    bench_backend: Literal["sglang", "sglang-oai", "sglang-oai-chat"] = Field(
+    bench_backend: BenchBackend = Field(
         "sglang", alias="BENCH_BACKEND", description="bench_serving --backend")
-    bench_dataset: Literal["random", "random-ids", "sharegpt"] = Field(
+    bench_dataset: BenchDataset = Field(
         "random", alias="BENCH_DATASET", description="bench_serving --dataset-name")
     bench_dataset_path: str = Field("", alias="BENCH_DATASET_PATH",
                                     description="local dataset JSON (random, sharegpt)")
@@ -232,144 +206,49 @@ class Settings(BaseModel):
                          description="pid files and logs of what this project started")
     venv_dir: str = Field(".venv", alias="VENV_DIR", description="control-host venv")
 
-    def role_runtime(self, role: Role) -> Runtime:
-        """The runtime of one server role (its own key, else ``RUNTIME``)."""
-        own: Runtime | None = getattr(self, f"{role}_runtime")
-        return own or self.runtime
+    def role(self, role: Role) -> RoleSettings:
+        """The settings of one server role, typed (``PREFILL_HOST`` -> ``.host`` ...)."""
+        if role == "agg":
+            return RoleSettings("agg", self.agg_host, self.agg_port, 1,
+                                self.agg_runtime or self.runtime, self.agg_gpus,
+                                self.agg_docker_host, self._mem_fraction("agg",
+                                                                         self.agg_mem_fraction),
+                                self.agg_extra_args)  # fmt: skip
+        if role == "prefill":
+            return RoleSettings("prefill", self.prefill_host, self.prefill_port,
+                                self.num_prefill, self.prefill_runtime or self.runtime,
+                                self.prefill_gpus, self.prefill_docker_host,
+                                self._mem_fraction("prefill", self.prefill_mem_fraction),
+                                self.prefill_extra_args)  # fmt: skip
+        return RoleSettings("decode", self.decode_host, self.decode_port, self.num_decode,
+                            self.decode_runtime or self.runtime, self.decode_gpus,
+                            self.decode_docker_host,
+                            self._mem_fraction("decode", self.decode_mem_fraction),
+                            self.decode_extra_args)  # fmt: skip
 
-    def role_mem_fraction(self, role: Role) -> float:
-        """``--mem-fraction-static`` of a role: its key, else MEM_FRACTION, else the original."""
-        own: float | None = getattr(self, f"{role}_mem_fraction")
-        original = {"agg": 0.9, "prefill": 0.8, "decode": 0.8}[role]
-        return own or self.mem_fraction or original
+    def roles_on(self, runtime: RuntimeName) -> list[Role]:
+        """The server roles whose runtime is ``runtime``."""
+        return [role for role in ROLES if self.role(role).runtime == runtime]
 
-
-KEYS: dict[str, str] = {f.alias: name for name, f in Settings.model_fields.items() if f.alias}
-
-
-def is_secret(key: str) -> bool:
-    """True for keys whose value must never be shown or written (HF_TOKEN, ...)."""
-    return any(marker in key for marker in _SECRET_MARKERS)
+    def _mem_fraction(self, role: Role, own: float | None) -> float:
+        """A role's key, else MEM_FRACTION, else the original script's value."""
+        return own or self.mem_fraction or ORIGINAL_MEM_FRACTION[role]
 
 
 @dataclass(frozen=True)
-class LoadedSettings:
-    """Settings plus where each key's value came from."""
+class RoleSettings:
+    """The settings of one server role (agg, prefill or decode), as typed fields."""
 
-    settings: Settings
-    sources: Mapping[str, Source]
+    role: Role
+    host: str  # the address used in URLs
+    port: int  # worker i listens on port + i
+    workers: int
+    runtime: RuntimeName
+    gpus: str  # "all" or GPU ids
+    docker_host: str  # "" = the local engine
+    mem_fraction: float
+    extra_args: str
 
-    def rows(self) -> list[tuple[str, str, Source]]:
-        """(key, printable value, source) for every key; secrets masked."""
-        dumped = self.settings.model_dump(by_alias=True)
-        return [(k, display_value(k, dumped[k]), self.sources.get(k, "default")) for k in KEYS]
-
-
-def display_value(key: str, value: Any) -> str:
-    """The value as a user writes it in ``.env``; secrets masked."""
-    if value is None or value == "":
-        return ""
-    if is_secret(key):
-        return "********"
-    if isinstance(value, tuple):
-        return ",".join(display_value(key, v) for v in value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    return str(value)
-
-
-def public_settings(settings: Settings) -> dict[str, str]:
-    """KEY -> value with secrets removed, for metadata and logs."""
-    dumped = settings.model_dump(by_alias=True)
-    return {k: display_value(k, dumped[k]) for k in KEYS if not is_secret(k)}
-
-
-def _unknown_key_error(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key.upper(), list(KEYS), n=1, cutoff=0.75)
-    hint = f"did you mean {close[0]}?" if close else "see .env.example for the known keys"
-    return ConfigError(f"{where}: unknown key {key}; {hint}")
-
-
-def _read_env_file(env_file: Path) -> dict[str, str]:
-    """KEY -> value of a ``.env``; a line python-dotenv cannot parse is an error, not skipped."""
-    text = env_file.read_text(encoding="utf-8")
-    for binding in parse_stream(io.StringIO(text)):
-        if binding.error:
-            # Never echo the line: its value may be a token (HF_TOKEN="hf_... with no closing
-            # quote). The key, when the line starts with one, is enough to find it.
-            key = _LINE_KEY.match(binding.original.string)
-            what = f"the line of {key.group(1)}" if key else "this line"
-            raise ConfigError(
-                f"{env_file}:{binding.original.line}: cannot parse {what}; "
-                "write KEY=VALUE (quote values with spaces, close every quote)"
-            )
-    # dotenv_values also expands ${VAR} references, as a shell would.
-    values = dotenv_values(stream=io.StringIO(text))
-    return {key: value or "" for key, value in values.items()}
-
-
-def _known(layer: dict[str, str], where: str) -> dict[str, str]:
-    """The layer itself, once every key in it is known (else the typo error)."""
-    for key in layer:
-        if key not in KEYS:
-            raise _unknown_key_error(key, where)
-    return layer
-
-
-def load_settings(
-    env_file: Path | None = Path(".env"),
-    environ: Mapping[str, str] | None = None,
-    overrides: Mapping[str, str] | None = None,
-) -> LoadedSettings:
-    """Read defaults < ``env_file`` < ``environ`` < ``overrides`` and validate once.
-
-    Args:
-        env_file: the ``.env`` to read; a missing file is fine (defaults apply).
-        environ: the process environment; only our keys are read from it.
-        overrides: KEY -> value from the command line.
-
-    Raises:
-        ConfigError: one line naming the key, the value and what is allowed.
-    """
-    layers: list[tuple[Source, dict[str, str]]] = []
-    if env_file is not None and env_file.is_file():
-        layers.append((".env", _known(_read_env_file(env_file), str(env_file))))
-    own = {k: v for k, v in (environ or {}).items() if k in KEYS or k.startswith(_OWN_PREFIXES)}
-    layers += [("environment", _known(own, "environment")),
-               ("command line", _known(dict(overrides or {}), "command line"))]
-    values: dict[str, str] = {}
-    sources: dict[str, Source] = {}
-    for source, layer in layers:
-        for key, value in layer.items():
-            # As ${VAR:-default} in the original scripts: an empty value is no value.
-            if value.strip() or key in _EMPTY_IS_A_VALUE:
-                values[key], sources[key] = value, source
-    try:
-        settings = Settings.model_validate(values)
-    except ValidationError as exc:
-        raise _validation_error(exc, values, sources) from None
-    check_cross_fields(settings)
-    return LoadedSettings(settings, sources)
-
-
-# pydantic's wording for parse errors, in the words of a .env file.
-_FRIENDLY = {
-    "bool_parsing": "expected true or false",
-    "int_parsing": "expected a whole number",
-    "float_parsing": "expected a number (or inf where a rate is asked)",
-}
-
-
-def _validation_error(
-    exc: ValidationError, values: Mapping[str, str], sources: Mapping[str, Source]
-) -> ConfigError:
-    err = exc.errors()[0]
-    key = str(err["loc"][0]) if err["loc"] else "?"
-    raw = values.get(key, "")
-    shown = "********" if is_secret(key) else raw
-    where = sources.get(key, "default")
-    msg = _FRIENDLY.get(err["type"], str(err["msg"]).removeprefix("Value error, "))
-    msg = msg.replace("Input should be", "must be")
-    return ConfigError(f"{key}={shown!r} ({where}): {msg}; fix it in .env or on the command line")
+    def key(self, suffix: str) -> str:
+        """The settings key of one of this role's fields, e.g. ``key("PORT")`` -> PREFILL_PORT."""
+        return f"{self.role.upper()}_{suffix}"

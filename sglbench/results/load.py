@@ -14,7 +14,6 @@ Two layouts are read:
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -24,12 +23,13 @@ from typing import Any
 
 import pandas as pd
 
+from sglbench.display import as_number
 from sglbench.errors import ResultsError
+from sglbench.record import jsonl
+from sglbench.record.schema import METADATA_FILE, PointRecord, RunRecord, Workload
+from sglbench.types import parse_mode_name
 
-METADATA_FILE = "metadata.json"
-RUN_MODE_RE = re.compile(r"^(agg|pd|pd_\d+p\d+d)$")
 _TAG_MODE_RE = re.compile(r"^(agg|pd_intra|pd_inter|pd_\d+p\d+d)(?:_|$)")
-_XPYD_RE = re.compile(r"^pd_(\d+)p(\d+)d$")
 _NUM_PROMPTS_RE = re.compile(r"(?:^|_)n(\d+)(?:_|$)")
 _HINT = "run `invoke bench --tag T` (or `invoke compare`) first"
 
@@ -50,9 +50,6 @@ COLUMNS = (
     *LATENCY_COLUMNS, "measured_concurrency", "request_goodput", "slo_attainment",
     "server_version", "simulated", "gpus", "gpus_source", "client_limited",
 )  # fmt: skip
-_REQUIRED_KEYS = (
-    "completed", "duration", "output_throughput", "mean_ttft_ms", "mean_e2e_latency_ms",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,7 @@ class _FileContext:
     path: Path
     run_id: str | None
     mode: str | None
-    metadata: Mapping[str, Any]
+    record: RunRecord | None
 
 
 def load_results(paths: Sequence[Path]) -> pd.DataFrame:
@@ -82,7 +79,7 @@ def load_results(paths: Sequence[Path]) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for file in result_files(paths):
         ctx = _file_context(file)
-        for lineno, record in _read_jsonl(file):
+        for lineno, record in jsonl.read_rows(file, strict=True):
             rows.append(normalise_row(record, ctx, lineno))
     if not rows:
         where = ", ".join(str(p) for p in paths) or "(no paths)"
@@ -110,92 +107,46 @@ def result_files(paths: Sequence[Path]) -> list[Path]:
     return list(found)
 
 
-def read_metadata(run_dir: Path) -> dict[str, Any]:
-    """Return the run's ``metadata.json`` as a dict, or ``{}`` when there is none.
-
-    Raises:
-        ResultsError: the file exists but is not a JSON object.
-    """
-    path = run_dir / METADATA_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ResultsError(f"{path}: unreadable run metadata ({exc}); re-run or delete it") from exc
-    if not isinstance(data, dict):
-        raise ResultsError(f"{path}: run metadata is not a JSON object; re-run or delete it")
-    return data
-
-
 def _is_result(path: Path) -> bool:
     # In a run directory only <mode>.jsonl are results; other JSONL there belong to the run.
-    return not (path.parent / METADATA_FILE).is_file() or bool(RUN_MODE_RE.match(path.stem))
+    return not (path.parent / METADATA_FILE).is_file() or parse_mode_name(path.stem) is not None
 
 
 def _file_context(path: Path) -> _FileContext:
-    metadata = read_metadata(path.parent)
-    in_run = (path.parent / METADATA_FILE).is_file()
-    if not in_run:
-        return _FileContext(path, None, None, {})
-    run_id = str(metadata.get("run_id") or path.parent.name)
-    mode = path.stem if RUN_MODE_RE.match(path.stem) else None
-    return _FileContext(path, run_id, mode, metadata)
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ResultsError(f"{path}: cannot read ({exc.strerror}); check the path") from exc
-    records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            # Python's json reads the bare `Infinity` the client writes for --request-rate inf.
-            record = json.loads(line)
-        except ValueError as exc:
-            raise ResultsError(
-                f"{path}:{lineno}: not valid JSON ({exc}); remove the line or re-run the benchmark"
-            ) from exc
-        missing = [k for k in _REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
-        if missing:
-            raise ResultsError(
-                f"{path}:{lineno}: not a bench_serving result row (no {missing[0]!r}); "
-                "remove the line or the file"
-            )
-        records.append((lineno, record))
-    return records
+    record = RunRecord.load(path.parent)
+    if record is None:
+        return _FileContext(path, None, None, None)
+    mode = path.stem if parse_mode_name(path.stem) is not None else None
+    return _FileContext(path, record.run_id, mode, record)
 
 
 def normalise_row(record: Mapping[str, Any], ctx: _FileContext, lineno: int) -> dict[str, Any]:
     """Map one bench_serving row (any client version) to the ``COLUMNS`` of the frame."""
     tag = str(record.get("tag") or ctx.path.stem)
     mode = ctx.mode or infer_mode(tag, ctx.path.stem, record.get("server_info"))
-    workload = _mapping(ctx.metadata.get("workload"))
-    point = _point_for(ctx.metadata, tag)
+    run = ctx.record
+    workload = run.workload if run and run.workload else Workload()
+    point = run.point(tag) if run else None
     num_prompts, failed = _prompt_counts(record, ctx, tag, workload, point)
-    gpus, gpus_source = gpus_for_mode(mode, ctx.metadata)
+    gpus, gpus_source = gpus_for_mode(mode, run)
     row: dict[str, Any] = {
         "tag": tag, "mode": mode, "run_id": ctx.run_id, "file": ctx.path.name,
         "path": str(ctx.path), "line": lineno, "backend": record.get("backend"),
-        "dataset": record.get("dataset_name") or workload.get("dataset"),
+        "dataset": record.get("dataset_name") or workload.dataset,
         "num_prompts": num_prompts,
         "input_len": _input_len(record),
         "output_len": _output_len(record),
-        "range_ratio": _float(record.get("random_range_ratio", workload.get("range_ratio"))),
-        "seed": workload.get("seed"), "ignore_eos": workload.get("ignore_eos"),
-        "warmup": workload.get("warmup"),
+        "range_ratio": _float(record.get("random_range_ratio", workload.range_ratio)),
+        "seed": workload.seed, "ignore_eos": workload.ignore_eos, "warmup": workload.warmup,
         "request_rate": _float(record.get("request_rate")),
         "max_concurrency": _float(record.get("max_concurrency")),
         "duration_s": _float(record.get("duration")),
         "completed": int(record.get("completed") or 0), "failed": failed,
         "measured_concurrency": _float(record.get("concurrency")),
         "server_version": _server_version(record.get("server_info")),
-        "simulated": is_simulated(record.get("server_info"), ctx.metadata),
+        "simulated": is_simulated(record.get("server_info"), run),
         "gpus": gpus, "gpus_source": gpus_source,
-        "client_limited": point.get("client_limited"),
+        "client_limited": point.client_limited if point else None,
     }  # fmt: skip
     for key in ("total_input_tokens", "total_output_tokens"):
         row[key] = int(record.get(key) or 0)
@@ -231,27 +182,27 @@ def infer_mode(tag: str, stem: str, server_info: object = None) -> str:
     return "agg"
 
 
-def gpus_for_mode(mode: str, metadata: Mapping[str, Any]) -> tuple[int, str]:
-    """GPUs a mode used: from the run metadata, else assumed from the mode's name.
+def gpus_for_mode(mode: str, run: RunRecord | None) -> tuple[int, str]:
+    """GPUs a mode used: from the run record, else assumed from the mode's name.
 
     Returns:
         ``(gpus, source)`` where source is ``"metadata"`` or ``"assumed"``.
     """
-    given = _mapping(metadata.get("gpus_per_mode")).get(mode)
-    if isinstance(given, int) and given > 0:
-        return given, "metadata"
-    xpyd = _XPYD_RE.match(mode)
-    if xpyd:
-        return int(xpyd.group(1)) + int(xpyd.group(2)), "assumed"
+    recorded = run.mode(mode) if run else None
+    if recorded is not None and recorded.gpus > 0:
+        return recorded.gpus, "metadata"
+    shape = parse_mode_name(mode)
+    if shape is not None and shape.kind == "pd":
+        return shape.gpus, "assumed"
     # The reference pd_intra runs put prefill and decode on one GH200.
     return (1, "assumed") if mode in ("agg", "pd_intra") else (2, "assumed")
 
 
-def is_simulated(server_info: object, metadata: Mapping[str, Any]) -> bool:
-    """True when the metadata or any worker's server_info says the backend was simulated."""
-    if metadata.get("simulated") is True:
+def is_simulated(server_info: object, run: RunRecord | None) -> bool:
+    """True when the run record or any worker's server_info says the backend was simulated."""
+    if run is not None and (run.simulated or _has_simulated_flag(run.servers, 3)):
         return True
-    return _has_simulated_flag(server_info, 3) or _has_simulated_flag(metadata.get("servers"), 3)
+    return _has_simulated_flag(server_info, 3)
 
 
 def _has_simulated_flag(value: object, depth: int) -> bool:
@@ -270,33 +221,24 @@ def _prompt_counts(
     record: Mapping[str, Any],
     ctx: _FileContext,
     tag: str,
-    workload: Mapping[str, Any],
-    point: Mapping[str, Any],
+    workload: Workload,
+    point: PointRecord | None,
 ) -> tuple[int, int]:
     """Return (requests sent, requests failed), from the best source the row has."""
     completed = int(record.get("completed") or 0)
     errors = record.get("errors")  # present with --output-details: one entry per request
     if isinstance(errors, list) and errors:
         return len(errors), sum(1 for e in errors if e)
-    given = point.get("num_prompts", workload.get("num_prompts"))
+    given = point.num_prompts if point and point.num_prompts is not None else (
+        workload.num_prompts)
     match = _NUM_PROMPTS_RE.search(tag) or _NUM_PROMPTS_RE.search(ctx.path.stem)
-    if isinstance(given, int) and not isinstance(given, bool):
+    if given is not None:
         sent = given
     elif match:
         sent = int(match.group(1))
     else:
         sent = completed  # nothing says more were sent
     return sent, max(sent - completed, 0)
-
-
-def _point_for(metadata: Mapping[str, Any], tag: str) -> Mapping[str, Any]:
-    points = metadata.get("points")
-    if isinstance(points, list):
-        # The newest record of a tag counts (older sglbench appended a re-measured point twice).
-        for point in reversed(points):
-            if isinstance(point, dict) and point.get("tag") == tag:
-                return point
-    return {}
 
 
 def _server_version(server_info: object) -> str | None:
@@ -327,10 +269,10 @@ def _output_len(record: Mapping[str, Any]) -> float:
 
 def _float(value: object) -> float:
     """A number as float (inf kept), anything else (None, "trace") as NaN."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return math.nan
-    return float(value)
+    found = as_number(value)
+    return math.nan if found is None else found
 
 
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The frame's rows as dicts keyed by column name."""
+    return [{str(k): v for k, v in r.items()} for r in df.to_dict("records")]

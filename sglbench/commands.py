@@ -1,4 +1,4 @@
-"""The command line's shared machinery, used by the invoke tasks in ``tasks.py``.
+"""The task bodies and their shared machinery, used by the invoke tasks in ``tasks.py``.
 
 ``tasks.py`` declares each task (its name, arguments and help) and calls one function here, so a
 task body stays a few lines. This module holds what they share: settings loading (``.env`` or
@@ -23,13 +23,14 @@ from invoke.tasks import task
 from rich.console import Console
 from rich.table import Table
 
-from sglbench import lifecycle
 from sglbench.errors import ConfigError, SglbenchError
-from sglbench.runtime import Instance
-from sglbench.settings import ENV_FILE_VAR, LoadedSettings, Role, Settings, load_settings
+from sglbench.execute import deploy
+from sglbench.execute.runtime import Instance
+from sglbench.settings import ENV_FILE_VAR, LoadedSettings, Settings, load_settings
+from sglbench.types import BENCH_MODES, BenchMode, Role
 
 if TYPE_CHECKING:  # pandas-backed; imported only by the tasks that read results
-    from sglbench.checks import Finding
+    from sglbench.results.checks import Finding
 
 DEBUG_VAR = "SGLBENCH_DEBUG"
 # Repeatable options (--set, --path): invoke gives a list, or None when not given.
@@ -38,7 +39,6 @@ COMMON_HELP = {
     "set": "override a setting, KEY=VALUE (repeatable), e.g. --set AGG_PORT=30010",
     "dry-run": "print what it would run, stop or write; start, stop and write nothing",
 }
-BENCH_MODES: dict[str, bool | None] = {"auto": None, "agg": False, "pd": True}
 
 
 # --- settings and errors -----------------------------------------------------------------------
@@ -176,7 +176,7 @@ def status_table(instances: Sequence[Instance]) -> Table | str:
     """``invoke status``: one row per server or router we started (or a sentence if none)."""
     table = Table("name", "role", "runtime", "where", "url", "state", "run id")
     for i in instances:
-        table.add_row(i.name, i.role, i.runtime, i.where, i.url, i.state, i.run_id)
+        table.add_row(i.name, i.role, i.runtime, i.where, i.url, i.shown_state, i.run_id)
     return table if table.rows else "nothing of ours is running or known"
 
 
@@ -185,21 +185,22 @@ def status_table(instances: Sequence[Instance]) -> Table | str:
 def split_modes(text: str) -> list[str]:
     """``--modes " pd , agg"`` -> ["pd", "agg"], unchecked.
 
-    ``experiment.run_modes`` is the one place that knows the modes and refuses the others
+    ``plan.modes.run_modes`` is the one place that knows the modes and refuses the others
     (an empty item included: ``--modes ""`` is an error there, not "run nothing").
     """
     return [m.strip() for m in text.split(",")]
 
 
-def parse_bench_mode(text: str) -> bool | None:
-    """``invoke bench --mode``: auto -> None (detect), agg -> False, pd -> True.
+def parse_bench_mode(text: str) -> BenchMode:
+    """``invoke bench --mode``: auto (detect PD from what answers), agg or pd.
 
     Raises:
         ConfigError: anything else.
     """
-    if text not in BENCH_MODES:
-        raise ConfigError(f"--mode {text}: expected auto, agg or pd")
-    return BENCH_MODES[text]
+    for mode in BENCH_MODES:
+        if text == mode:
+            return mode
+    raise ConfigError(f"--mode {text}: expected auto, agg or pd")
 
 
 def result_inputs(settings: Settings, paths: Sets) -> list[Path]:
@@ -212,22 +213,22 @@ def result_inputs(settings: Settings, paths: Sets) -> list[Path]:
 def up_role_task(settings: Settings, role: Role, *, dry_run: bool, pull: bool) -> None:
     """``invoke agg|prefill|decode``: start every worker of ``role`` and wait until ready."""
     if dry_run:
-        print_lines(lifecycle.describe_role(settings, role))
+        print_lines(deploy.describe_role(settings, role))
         return
     if pull:
-        from sglbench.runtime.docker_pull import pull_image
+        from sglbench.execute.docker_pull import pull_image
 
         pull_image(settings, console(), roles=[role])
-    lifecycle.up_role(settings, role, run_id=lifecycle.new_run_id(), console=console())
+    deploy.up_role(settings, role, run_id=deploy.new_run_id(), console=console())
 
 
 def down_task(settings: Settings, *, dry_run: bool) -> None:
     """``invoke down``: stop what we started (``--dry-run``: say what would be stopped)."""
     if not dry_run:
-        lifecycle.down(settings, console())
+        deploy.down(settings, console())
         return
-    for i in lifecycle.status(settings):
-        print(f"would stop {i.name} ({i.runtime}, {i.where}, {i.state})")
+    for i in deploy.status(settings):
+        print(f"would stop {i.name} ({i.runtime}, {i.where}, {i.shown_state})")
 
 
 def compare_task(settings: Settings, modes: str, resume: str, force: bool, dry_run: bool,
@@ -246,29 +247,31 @@ def compare_task(settings: Settings, modes: str, resume: str, force: bool, dry_r
         The run directory, or None for a dry run.
     """
     mode_list = split_modes(modes)
-    # experiment imports the bench client machinery; keep `invoke --list` and the rest quick.
-    from sglbench import experiment
+    # compare imports the bench client machinery; keep `invoke --list` and the rest quick.
+    from sglbench.execute import compare
 
     if dry_run:
-        print_lines(experiment.describe_compare(settings, mode_list, resume or None, force))
+        print_lines(compare.describe_compare(settings, mode_list, resume or None, force))
         return None
-    return experiment.compare(settings, modes=mode_list, resume=resume or None, force=force,
-                              console=console(), table=table)  # fmt: skip
+    return compare.compare(settings, modes=mode_list, resume=resume or None, force=force,
+                           console=console(), table=table)  # fmt: skip
 
 
 def demo_task(settings: Settings, *, dry_run: bool) -> None:
-    """``invoke demo``: compare agg and PD, then the summary, the PNGs and the report command."""
+    """``invoke demo``: compare agg and PD, then the summary and the report (md + html)."""
     run_dir = compare_task(settings, "agg,pd", "", False, dry_run, table=False)
     if run_dir is None:
+        print(f"would write the report to {Path(settings.results_dir)}/<run-id>/report/")
         return
-    from sglbench.report import plot_by_tag, print_summary
-    from sglbench.results import load_results
+    from sglbench.report import build_report, print_summary
+    from sglbench.results.load import load_results
 
-    df = load_results([run_dir])
-    print_summary(df, console(), title="Demo: agg vs PD on the simulator")
-    for png in plot_by_tag(df, run_dir):
-        print(f"plot: {png}")
-    print(f"full report: invoke report --path {run_dir} --out {run_dir / 'report'}")
+    print_summary(load_results([run_dir]), console(), title="Demo: agg vs PD on the simulator")
+    done = build_report([run_dir], run_dir / "report", settings.bench_slo_ttft_ms,
+                        settings.bench_slo_itl_ms, False)  # fmt: skip
+    print(f"report: {done.markdown}\nreport: {done.html}")
+    for line in report_notes(done.findings, done.mismatches, done.simulated):
+        print(line)
 
 
 def plot_task(settings: Settings, paths: Sets, out: str, *, dry_run: bool) -> None:
@@ -280,7 +283,7 @@ def plot_task(settings: Settings, paths: Sets, out: str, *, dry_run: bool) -> No
         print(f"would write {out_dir}/throughput_by_tag.png and e2e_latency_by_tag.png")
         return
     from sglbench.report import plot_by_tag, print_summary
-    from sglbench.results import load_results
+    from sglbench.results.load import load_results
 
     df = load_results(inputs)
     print_summary(df, console())

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sglbench.errors import BenchError
-from sglbench.readiness import http_get
+from sglbench.execute.http import http_get
 from sglbench.settings import Settings
+from sglbench.types import BenchMode
 
 _TIMEOUT_S = 3.0
 
@@ -61,14 +62,19 @@ def detect_pd(base_url: str) -> bool:
     return True
 
 
-def detect_target(settings: Settings, base_url: str | None, pd: bool | None) -> Target:
-    """The URL to benchmark and its PD-ness, given what the user said (None: detect)."""
+def _pd_of(mode: BenchMode) -> bool | None:
+    return None if mode == "auto" else mode == "pd"
+
+
+def detect_target(settings: Settings, base_url: str | None, mode: BenchMode) -> Target:
+    """The URL to benchmark and its PD-ness, given what the user said (``auto``: detect)."""
+    pd = _pd_of(mode)
     if base_url:
         url = base_url.rstrip("/")
         return Target(url, detect_pd(url) if pd is None else pd, "given URL")
     router = f"http://{settings.router_host}:{settings.router_port}"
     agg = f"http://{settings.agg_host}:{settings.agg_port}"
-    # An explicit mode chooses the URL; only "auto" (None) looks at what answers.
+    # An explicit mode chooses the URL; only "auto" looks at what answers.
     if pd is not None:
         url, what = (router, "router") if pd else (agg, "agg server")
         if not _answers(url):
@@ -86,10 +92,11 @@ def detect_target(settings: Settings, base_url: str | None, pd: bool | None) -> 
 
 
 def planned_target(settings: Settings, base_url: str | None,
-                   pd: bool | None) -> tuple[Target, list[str]]:
+                   mode: BenchMode) -> tuple[Target, list[str]]:
     """What a dry run shows instead of ``detect_target``: no probe, and comment lines on what
     detection would decide when it runs.
     """
+    pd = _pd_of(mode)
     router = f"http://{settings.router_host}:{settings.router_port}"
     agg = f"http://{settings.agg_host}:{settings.agg_port}"
     if base_url:

@@ -1,8 +1,8 @@
 """Run SGLang's bench client (``sglang.benchmark.serving``) against agg or the PD router.
 
-Target and PD detection: ``sglbench.target``.
-
-Offline rules (dataset, tokenizer, HF_HUB_OFFLINE): ``sglbench.client_setup``.
+Target and PD detection: ``sglbench.execute.target``. Offline rules (dataset, tokenizer,
+HF_HUB_OFFLINE): ``sglbench.plan.client``. The long-lived client process:
+``sglbench.execute.client_worker``.
 
 A single point writes rows tagged ``TAG``; with BENCH_* lists (a sweep) each point is tagged
 ``TAG_<point label>``, all in ``RESULTS_DIR/TAG.jsonl``, through one client process.
@@ -10,9 +10,6 @@ A single point writes rows tagged ``TAG``; with BENCH_* lists (a sweep) each poi
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import os
 import re
 import shlex
@@ -25,21 +22,24 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sglbench.benchworker import TAIL_LINES, BenchWorker, PointOutcome
-from sglbench.client_setup import ClientSetup, client_setup, planned_client
-from sglbench.errors import BenchError, ConfigError
-from sglbench.metadata import now
-from sglbench.runtime.process import tail
+from sglbench.display import number
+from sglbench.errors import BenchError
+from sglbench.execute.client_worker import TAIL_LINES, BenchWorker, PointOutcome
+from sglbench.execute.process import tail
+from sglbench.execute.target import Target, detect_target, planned_target
+from sglbench.plan.bench import BENCH_MODULE, bench_args
+from sglbench.plan.client import ClientSetup, client_setup, planned_client
+from sglbench.plan.sweep import SweepPoint, bench_tag, check_tag, sweep_points
+from sglbench.record import jsonl
+from sglbench.record.schema import now
 from sglbench.settings import Settings
-from sglbench.specs import BENCH_MODULE, SweepPoint, bench_args, sweep_points
-from sglbench.target import Target, detect_target, planned_target
+from sglbench.types import BenchMode
 
 # A load generator using this share of its CPU budget was likely the bottleneck itself.
 CLIENT_LIMIT_SHARE = 0.9
 # Above this share of all cores busy, the host itself (client and, on the simulator, servers)
 # was saturated: numbers may be limited by the machine running the load generator.
 HOST_SATURATED_SHARE = 0.95
-_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 _HUB_FAILURE = re.compile(
     r"huggingface\.co|OfflineModeIsEnabled|LocalEntryNotFound|HFValidationError|"
     r"Repo id must|We couldn't connect|Can't load tokenizer|MaxRetryError|Failed to resolve"
@@ -93,30 +93,12 @@ def client_limited(cores: float, settings: Settings) -> bool:
     return cores >= CLIENT_LIMIT_SHARE * budget
 
 
-def _appended_rows(output_file: Path, offset: int) -> list[dict[str, Any]]:
-    if not output_file.exists():
-        return []
-    with output_file.open("rb") as f:
-        f.seek(offset)
-        text = f.read().decode(errors="replace")
-    rows = []
-    for line in text.splitlines():
-        with contextlib.suppress(ValueError):
-            rows.append(json.loads(line))
-    return rows
-
-
-def file_size(path: Path) -> int:
-    """Size in bytes, 0 when the file does not exist yet."""
-    return path.stat().st_size if path.exists() else 0
-
-
 def run_point(worker: BenchWorker, settings: Settings, client: ClientSetup, *, target: Target,
               point: SweepPoint, tag: str, output_file: Path, log: Path) -> PointResult:
     """Measure one point; the client appends its row to ``output_file``."""
     started = now()
     output_file.parent.mkdir(parents=True, exist_ok=True)
-    offset = file_size(output_file)
+    offset = jsonl.size(output_file)
     argv = client_argv(settings, client, target=target, tag=tag, output_file=output_file,
                        point=point)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +108,8 @@ def run_point(worker: BenchWorker, settings: Settings, client: ClientSetup, *, t
     except BenchError as exc:  # the worker died (it restarts for the next point)
         outcome = PointOutcome(ok=False, error=str(exc), cpu_s=0.0, measured_s=0.0,
                                phase="whole", seconds=0.0)
-    rows = [r for r in _appended_rows(output_file, offset) if r.get("tag") == tag]
+    rows = [r for _, r in jsonl.read_rows(output_file, strict=False, offset=offset)
+            if r.get("tag") == tag]
     row = rows[-1] if rows else None
     limited = row is not None and client_limited(outcome.cores, settings)
     return PointResult(point, tag, outcome, row, limited, log, started)
@@ -145,12 +128,6 @@ def failure_message(result: PointResult, client: ClientSetup) -> str:
     return f"point {result.tag}: {why}; full output in {result.log}; last lines:\n{last}"
 
 
-def _fmt(value: Any, spec: str = ".1f") -> str:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return format(value, spec)
-    return "-"
-
-
 def results_table(results: list[PointResult], title: str, num_prompts: int) -> Table:
     """A rich table of measured points; ``limit``: client-bound, ``full``: host saturated."""
     table = Table(title=title)
@@ -165,26 +142,14 @@ def results_table(results: list[PointResult], title: str, num_prompts: int) -> T
         if not r.ok:  # the CPU of a failed call measures its setup, not a load
             cpu = host = "-"
         done = f"{row.get('completed', 0)}/{num_prompts}" if r.ok else "[red]failed[/red]"
-        table.add_row(r.tag, done, _fmt(row.get("output_throughput")),
-                      _fmt(row.get("mean_ttft_ms")), _fmt(row.get("mean_itl_ms")),
-                      _fmt(row.get("mean_e2e_latency_ms")), cpu, host)
+        table.add_row(r.tag, done, number(row.get("output_throughput")),
+                      number(row.get("mean_ttft_ms")), number(row.get("mean_itl_ms")),
+                      number(row.get("mean_e2e_latency_ms")), cpu, host)
     return table
 
 
-def point_tag(base: str, point: SweepPoint, single: bool) -> str:
-    """``base`` for a lone point, ``base_<label>`` in a sweep."""
-    return base if single else f"{base}_{point.label}"
-
-
-def check_tag(tag: str) -> None:
-    """Tags name files: letters, digits and ``._+=-`` only."""
-    if not _TAG_RE.match(tag):
-        raise ConfigError(f"--tag {tag!r}: use letters, digits and . _ + = - only "
-                          "(it names results/<tag>.jsonl)")
-
-
 def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
-              pd: bool | None = None, dry_run: bool = False,
+              mode: BenchMode = "auto", dry_run: bool = False,
               console: Console | None = None) -> Path:
     """Benchmark the running deployment; append rows to ``RESULTS_DIR/<tag>.jsonl``.
 
@@ -192,7 +157,7 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
         settings: the run's settings (BENCH_* workload; lists make a sweep).
         tag: names the results file and the rows (``TAG_<label>`` per point in a sweep).
         base_url: what to benchmark; None: the router if it answers, else the agg server.
-        pd: PD deployment (``--pd-separated``); None: detect it.
+        mode: ``pd`` (the router, ``--pd-separated``), ``agg``, or ``auto``: detect it.
         dry_run: print the client command lines, run nothing (``describe_bench``).
         console: where progress and the result table go.
 
@@ -209,12 +174,12 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
     points = sweep_points(settings)
     single = len(points) == 1
     if dry_run:
-        for line in describe_bench(settings, tag=tag, base_url=base_url, pd=pd,
+        for line in describe_bench(settings, tag=tag, base_url=base_url, mode=mode,
                                    output_file=output_file):
             console.print(line, soft_wrap=True, highlight=False, markup=False)
         return output_file
     client = client_setup(settings)
-    target = detect_target(settings, base_url, pd)
+    target = detect_target(settings, base_url, mode)
     console.print(f"benchmarking the {target.what} at {target.base_url} "
                   f"({'PD' if target.pd else 'aggregated'}), {len(points)} point(s) -> "
                   f"{output_file}")
@@ -225,7 +190,7 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
             worker.wait_ready()
         # A single bench stops at the first failure, as the scripts did.
         results = run_points(worker, settings, client, target=target, points=points,
-                             tag_of=lambda p: point_tag(tag, p, single), output_file=output_file,
+                             tag_of=lambda p: bench_tag(tag, p, single), output_file=output_file,
                              logs=logs, console=console, title=tag, on_result=lambda r: r.ok)
     finally:
         worker.close()
@@ -237,7 +202,7 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
     return output_file
 
 
-def describe_bench(settings: Settings, *, tag: str, base_url: str | None, pd: bool | None,
+def describe_bench(settings: Settings, *, tag: str, base_url: str | None, mode: BenchMode,
                    output_file: Path) -> list[str]:
     """What ``run_bench`` would run (``--dry-run``): never fails and never probes a server.
 
@@ -245,12 +210,12 @@ def describe_bench(settings: Settings, *, tag: str, base_url: str | None, pd: bo
     URL the agg command is shown, with a comment on the router that detection would prefer.
     """
     client, lines = planned_client(settings)
-    target, notes = planned_target(settings, base_url, pd)
+    target, notes = planned_target(settings, base_url, mode)
     points = sweep_points(settings)
     lines += notes
     for point in points:
         argv = client_argv(settings, client, target=target, output_file=output_file,
-                           tag=point_tag(tag, point, len(points) == 1), point=point)
+                           tag=bench_tag(tag, point, len(points) == 1), point=point)
         lines.append(shell_line(client, argv))
     return lines
 

@@ -1,15 +1,14 @@
 """The PD router as a local process: in the foreground (as the original script) or detached.
 
-Both ways go through the process runtime (pid file, log file), so ``status``, ``logs router`` and
-``down`` see the router like any server. Before starting, every prefill and decode worker must
-answer: the routers themselves would start anyway and keep failing requests (MiniLB) or report
-"insufficient healthy workers" forever (the Rust routers).
+Both ways go through the process runtime (pid file, log file) behind the ``Runtime`` protocol, so
+``status``, ``logs router`` and ``down`` see the router like any server. Before starting, every
+prefill and decode worker must answer: the routers themselves would start anyway and keep failing
+requests (MiniLB) or report "insufficient healthy workers" forever (the Rust routers).
 """
 
 from __future__ import annotations
 
 import contextlib
-import shlex
 import signal
 import threading
 from collections.abc import Iterator
@@ -18,19 +17,21 @@ from types import FrameType
 from rich.console import Console
 
 from sglbench.errors import ConfigError
-from sglbench.readiness import Probe, http_get, http_probe, wait_until
-from sglbench.runtime.process import ProcessRuntime, python_for
+from sglbench.execute.http import Probe, http_get, http_probe
+from sglbench.execute.readiness import wait_until
+from sglbench.execute.runtime import Runtime, runtime_for
+from sglbench.plan.router import RouterSpec, router_spec
+from sglbench.plan.servers import server_specs
 from sglbench.settings import Settings
-from sglbench.specs import RouterSpec, router_spec, server_specs
+from sglbench.types import PD_ROLES
 
-ROUTER_NAME = "router"
 # The router only has to register workers that already answer; two minutes is generous.
 ROUTER_READY_S = 120.0
 
 
 def describe_router(settings: Settings) -> str:
     """The router's command line (``--dry-run``)."""
-    return shlex.join(router_spec(settings).argv(python_for(settings)))
+    return runtime_for(settings, "process").describe(router_spec(settings))
 
 
 def check_workers(settings: Settings) -> None:
@@ -39,7 +40,7 @@ def check_workers(settings: Settings) -> None:
     Raises:
         ConfigError: a worker does not answer; names it, its URL and the keys to fix.
     """
-    for role in ("prefill", "decode"):
+    for role in PD_ROLES:
         for spec in server_specs(settings, role):
             probe = http_probe(f"{spec.url}/health", timeout_s=5.0)
             if not probe.ok:
@@ -51,9 +52,7 @@ def check_workers(settings: Settings) -> None:
                 )
 
 
-def start_router(
-    settings: Settings, *, run_id: str, console: Console, runtime: ProcessRuntime | None = None
-) -> RouterSpec:
+def start_router(settings: Settings, *, run_id: str, console: Console) -> RouterSpec:
     """Start the router in the background and wait until it routes to every worker.
 
     Raises:
@@ -62,14 +61,12 @@ def start_router(
     """
     check_workers(settings)
     spec = router_spec(settings)
-    runtime = runtime or ProcessRuntime(settings)
-    # NO_COLOR: the Rust routers colour their log lines, which a log file only garbles.
-    runtime.launch(ROUTER_NAME, "router", spec.url, spec.argv(runtime.python), run_id,
-                   env={"NO_COLOR": "1"})  # fmt: skip
+    runtime = runtime_for(settings, "process")
+    runtime.start(spec, run_id)
     try:
         seconds = wait_router_ready(settings, spec, runtime, console)
     except BaseException:
-        runtime.stop_name(ROUTER_NAME)
+        runtime.stop(spec)
         raise
     console.print(f"router ({spec.impl}) ready at {spec.url} after {seconds:.1f}s")
     return spec
@@ -77,21 +74,21 @@ def start_router(
 
 def run_router_foreground(settings: Settings, *, run_id: str, console: Console) -> int:
     """Start the router, show its log until it exits; Ctrl-C stops it. Returns its exit code."""
-    runtime = ProcessRuntime(settings)
-    start_router(settings, run_id=run_id, console=console, runtime=runtime)
+    spec = start_router(settings, run_id=run_id, console=console)
+    runtime = runtime_for(settings, "process")
     interrupted = False
     try:
         with _sigterm_as_interrupt():
             console.print("router running in the foreground; Ctrl-C stops it")
-            for line in follow_router_log(runtime):
+            for line in runtime.log_lines(spec, follow=True):
                 console.print(line, markup=False, highlight=False)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         # The router runs in its own session, so the terminal's Ctrl-C does not reach it: we
         # stop it ourselves (also when anything else ends this function).
-        code = runtime.exit_code_of(ROUTER_NAME)
-        runtime.stop_name(ROUTER_NAME)
+        code = runtime.exit_code(spec)
+        runtime.stop(spec)
     if interrupted:
         console.print("router stopped")
         return 0
@@ -115,21 +112,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def follow_router_log(runtime: ProcessRuntime) -> Iterator[str]:
-    """The router's log from now on, until it exits."""
-    return runtime.follow_log(ROUTER_NAME, follow=True)
-
-
 def wait_router_ready(
-    settings: Settings, spec: RouterSpec, runtime: ProcessRuntime, console: Console
+    settings: Settings, spec: RouterSpec, runtime: Runtime, console: Console
 ) -> float:
     """Wait until the router answers and, for the Rust routers, has registered every worker."""
-    expected = settings.num_prefill + settings.num_decode
     return wait_until(
         f"router at {spec.url}",
-        lambda: router_probe(spec, expected),
-        exit_code=lambda: runtime.exit_code_of(ROUTER_NAME),
-        log_tail=lambda: runtime.log_tail_of(ROUTER_NAME),
+        lambda: router_probe(spec, spec.workers),
+        exit_code=lambda: runtime.exit_code(spec),
+        log_tail=lambda: runtime.log_tail(spec),
         timeout_s=min(settings.ready_timeout_s, ROUTER_READY_S),
         console=console,
     )

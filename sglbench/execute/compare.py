@@ -14,16 +14,14 @@ keeps every finished point; what the run started is stopped either way.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
 
 from rich.console import Console
 
-from sglbench import lifecycle
-from sglbench.bench import (
+from sglbench.errors import BenchError, ConfigError
+from sglbench.execute import deploy
+from sglbench.execute.bench import (
     PointResult,
     client_argv,
     failure_message,
@@ -32,23 +30,25 @@ from sglbench.bench import (
     shell_line,
     start_worker,
 )
-from sglbench.benchworker import BenchWorker, PointOutcome
-from sglbench.client_setup import ClientSetup, client_setup, planned_client
-from sglbench.errors import BenchError, ConfigError
-from sglbench.metadata import (
-    new_metadata,
+from sglbench.execute.client_worker import BenchWorker, PointOutcome
+from sglbench.execute.provenance import new_record, secrets_of, server_infos
+from sglbench.execute.target import Target
+from sglbench.plan.client import ClientSetup, client_setup, planned_client
+from sglbench.plan.modes import run_modes
+from sglbench.plan.router import router_spec
+from sglbench.plan.servers import server_specs
+from sglbench.plan.sweep import SweepPoint, point_tag, setup_of, sweep_points, workload_of
+from sglbench.record import jsonl
+from sglbench.record.schema import (
+    ModeRecord,
+    PointRecord,
+    RunRecord,
+    Workload,
+    WorkloadChange,
     now,
-    server_infos,
-    set_point,
-    setup,
-    workload,
-    workload_diff,
-    write_metadata,
+    setup_diff,
 )
-from sglbench.results import read_metadata
 from sglbench.settings import Settings
-from sglbench.specs import Mode, SweepPoint, router_spec, server_specs, sweep_points
-from sglbench.target import Target
 
 PointHook = Callable[[PointResult], None]
 # The outcome of a point whose row was found in the file but never recorded (a Ctrl-C came
@@ -57,100 +57,39 @@ _ADOPTED = PointOutcome(ok=True, error=None, cpu_s=0.0, measured_s=0.0, phase="u
                         seconds=0.0)
 
 
-@dataclass(frozen=True)
-class RunMode:
-    """One mode of a run: its name in files and tags, what lifecycle starts, GPUs it holds."""
-
-    name: str  # agg, pd, pd_2p1d
-    kind: Mode
-    gpus: int
-
-
-def run_modes(settings: Settings, modes: Sequence[str]) -> list[RunMode]:
-    """The modes to run, named as in the run directory (``pd_<x>p<y>d`` beyond 1P1D).
-
-    Raises:
-        ConfigError: an unknown or repeated mode.
-    """
-    known = get_args(Mode)
-    planned: list[RunMode] = []
-    for mode in modes:
-        if mode not in known or any(p.kind == mode for p in planned):
-            raise ConfigError(f"--modes: {mode!r} is unknown or repeated; expected agg, pd or "
-                              "agg,pd")
-        if mode == "agg":
-            planned.append(RunMode("agg", "agg", 1))
-            continue
-        p, d = settings.num_prefill, settings.num_decode
-        name = "pd" if (p, d) == (1, 1) else f"pd_{p}p{d}d"
-        planned.append(RunMode(name, "pd", p + d))
-    return planned
-
-
-def point_tag(mode: RunMode, point: SweepPoint) -> str:
-    """The tag of a point's row: ``<mode>_<label>``, e.g. ``pd_in512_out128_c64_rinf``."""
-    return f"{mode.name}_{point.label}"
-
-
-def repair_jsonl(path: Path) -> bool:
-    """Drop a last line cut short by a kill (no newline), so appended rows stay parseable."""
-    if not path.exists() or path.stat().st_size == 0:
-        return False
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return False
-    path.write_bytes(data[: data.rfind(b"\n") + 1])
-    return True
-
-
-def done_tags(path: Path) -> set[str]:
-    """Tags that already have a result row in ``path`` (unparseable lines ignored)."""
-    if not path.exists():
-        return set()
-    tags = set()
-    for line in path.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            row = json.loads(line)
-            if isinstance(row, dict) and isinstance(row.get("tag"), str):
-                tags.add(row["tag"])
-    return tags
-
-
-def pending_points(mode: RunMode, points: Sequence[SweepPoint],
+def pending_points(mode: ModeRecord, points: Sequence[SweepPoint],
                    done: set[str]) -> list[SweepPoint]:
     """Points of ``mode`` still to measure, in sweep order."""
-    return [p for p in points if point_tag(mode, p) not in done]
+    return [p for p in points if point_tag(mode.name, p) not in done]
 
 
-def point_record(mode: RunMode, result: PointResult, *, num_prompts: int,
-                 run_dir: Path) -> dict[str, Any]:
-    """The ``points`` entry of the metadata for one point (``result.started`` None: a row
-    adopted from the file, whose client figures were never recorded).
+def point_record(mode: ModeRecord, result: PointResult, *, num_prompts: int,
+                 run_dir: Path) -> PointRecord:
+    """The record of one point (``result.started`` None: a row adopted from the file, whose
+    client figures were never recorded).
     """
     p, o = result.point, result.outcome
     measured = result.started is not None
-    record = {
-        "tag": result.tag, "mode": mode.name, "label": p.label,
-        "input_len": p.input_len, "output_len": p.output_len,
-        "max_concurrency": p.max_concurrency, "request_rate": p.request_rate,
-        "num_prompts": num_prompts, "status": "ok" if result.ok else "failed",
-        "error": None if result.ok else (o.error or "no result row"),
-        "client_cpu_cores": round(o.cores, 3) if measured else None,
-        "client_cpu_phase": o.phase if measured else None,
-        "client_limited": result.client_limited if measured else None,
-        "client_seconds": round(o.seconds, 2) if measured else None,
-        "host_cpu_busy": round(o.host_busy, 3) if measured else None,
-        "started": result.started, "ended": now() if measured else None,
-        "log": str(result.log.relative_to(run_dir)) if result.log.is_relative_to(run_dir)
-        else str(result.log),
-    }  # fmt: skip
-    if not measured:
-        record["note"] = "row written just before an interrupt; client CPU not recorded"
-    return record
+    log = result.log.relative_to(run_dir) if result.log.is_relative_to(run_dir) else result.log
+    return PointRecord(
+        tag=result.tag, mode=mode.name, label=p.label,
+        input_len=p.input_len, output_len=p.output_len,
+        max_concurrency=p.max_concurrency, request_rate=p.request_rate,
+        num_prompts=num_prompts, status="ok" if result.ok else "failed",
+        error=None if result.ok else (o.error or "no result row"),
+        client_cpu_cores=round(o.cores, 3) if measured else None,
+        client_cpu_phase=o.phase if measured else None,
+        client_limited=result.client_limited if measured else None,
+        client_seconds=round(o.seconds, 2) if measured else None,
+        host_cpu_busy=round(o.host_busy, 3) if measured else None,
+        started=result.started, ended=now() if measured else None, log=str(log),
+        note=None if measured else "row written just before an interrupt; client CPU not "
+        "recorded",
+    )  # fmt: skip
 
 
 def _new_run_dir(settings: Settings) -> tuple[str, Path]:
-    base = lifecycle.new_run_id()
+    base = deploy.new_run_id()
     for n in range(1, 100):
         run_id = base if n == 1 else f"{base}-{n}"
         run_dir = Path(settings.results_dir) / run_id
@@ -160,61 +99,58 @@ def _new_run_dir(settings: Settings) -> tuple[str, Path]:
     raise ConfigError(f"RESULTS_DIR={settings.results_dir}: too many runs named {base}-*")
 
 
-def open_run(settings: Settings, plan: list[RunMode], resume: str | None,
-             force: bool) -> tuple[Path, dict[str, Any]]:
-    """The run directory and its metadata: a new run, or the one to resume.
+def open_run(settings: Settings, plan: list[ModeRecord], resume: str | None,
+             force: bool) -> tuple[Path, RunRecord]:
+    """The run directory and its record: a new run, or the one to resume.
 
     Raises:
-        ConfigError: no such run, or its workload or setup (``metadata.setup``) differs and
-            ``force`` is false.
+        ConfigError: no such run, or its workload or setup differs and ``force`` is false.
     """
-    gpus = {m.name: m.gpus for m in plan}
     if not resume:
         run_id, run_dir = _new_run_dir(settings)
-        meta = new_metadata(settings, run_id=run_id, modes=[m.name for m in plan],
-                            gpus_per_mode=gpus)
-        return run_dir, meta
+        return run_dir, new_record(settings, run_id=run_id, modes=plan)
     run_dir = Path(settings.results_dir) / resume
-    if not (run_dir / "metadata.json").is_file():
+    record = RunRecord.load(run_dir)
+    if record is None:
         raise ConfigError(f"--resume {resume}: no run {run_dir} (with metadata.json); give a "
                           f"run id from {settings.results_dir}/")
-    meta = read_metadata(run_dir)
-    diff = workload_diff(meta.get("workload") or {}, workload(settings))
+    setup = setup_of(settings)
+    diff = (record.workload or Workload()).diff(workload_of(settings))
     # A run from before the setup fingerprint has none to compare: it gets the current one.
-    diff += workload_diff(meta.setdefault("setup", setup(settings)), setup(settings))
+    diff += setup_diff(record.setup, setup)
     if diff and not force:
         raise ConfigError(f"--resume {resume}: the workload differs from the run's "
                           f"({'; '.join(diff)}); use the run's settings, start a new "
                           "run, or pass --force to mix them (the report will say so)")
     if diff:
-        meta["forced_mismatch"] = True
-        meta.setdefault("workload_changes", []).append({"at": now(), "changes": diff})
-    meta["resumed"] = [*meta.get("resumed", []), now()]
-    meta["interrupted"] = False
-    meta["modes"] = list(dict.fromkeys([*meta.get("modes", []), *(m.name for m in plan)]))
-    meta["gpus_per_mode"] = {**meta.get("gpus_per_mode", {}), **gpus}
-    return run_dir, meta
+        record.forced_mismatch = True
+        record.workload_changes.append(WorkloadChange(at=now(), changes=diff))
+    record.setup = record.setup or setup
+    record.resumed.append(now())
+    record.interrupted = False
+    record.add_modes(plan)
+    return run_dir, record
 
 
 class _Run:
-    """State of one ``compare`` call: the run directory, its metadata, the client worker."""
+    """State of one ``compare`` call: the run directory, its record, the client worker."""
 
-    def __init__(self, settings: Settings, run_dir: Path, meta: dict[str, Any],
+    def __init__(self, settings: Settings, run_dir: Path, record: RunRecord,
                  client: ClientSetup, console: Console, on_point: PointHook | None) -> None:
-        self.settings, self.run_dir, self.meta = settings, run_dir, meta
+        self.settings, self.run_dir, self.record = settings, run_dir, record
         self.client, self.console, self.on_point = client, console, on_point
         self.worker: BenchWorker | None = None
         self.results: list[PointResult] = []
         self.failures: list[str] = []
 
     def save(self) -> None:
-        write_metadata(self.run_dir, self.meta, self.settings)
+        self.record.save(self.run_dir, secrets_of(self.settings))
 
-    def run_mode(self, mode: RunMode, points: list[SweepPoint]) -> None:
+    def run_mode(self, mode: ModeRecord, points: list[SweepPoint]) -> None:
         out = self.run_dir / f"{mode.name}.jsonl"
-        if repair_jsonl(out):
+        if jsonl.repair(out):
             self.console.print(f"[yellow]{out}: dropped a half-written last line[/yellow]")
-        done = done_tags(out)
+        done = jsonl.tags(out)
         self._adopt_rows(mode, points, done)
         todo = pending_points(mode, points, done)
         if len(todo) < len(points):
@@ -226,41 +162,41 @@ class _Run:
             self.worker = start_worker(self.settings, self.client,
                                        self.run_dir / "logs" / "client-worker.log")
         try:
-            base_url = lifecycle.up_mode(self.settings, mode.kind, run_id=self.meta["run_id"],
-                                         console=self.console)
-            self.meta["servers"].update(server_infos(self.settings, mode.kind))
+            base_url = deploy.up_mode(self.settings, mode.kind, run_id=self.record.run_id,
+                                      console=self.console)
+            self.record.servers.update(server_infos(self.settings, mode.kind))
             self.save()
             with self.console.status("loading SGLang's bench client ..."):
                 self.worker.wait_ready()
             self._measure(mode, Target(base_url, mode.kind == "pd", mode.name), todo, out)
         finally:
             # Only what this run started: servers of other runs (other ports) keep running.
-            lifecycle.down(self.settings, self.console, run_id=self.meta["run_id"])
+            deploy.down(self.settings, self.console, run_id=self.record.run_id)
 
-    def _adopt_rows(self, mode: RunMode, points: list[SweepPoint], done: set[str]) -> None:
+    def _adopt_rows(self, mode: ModeRecord, points: list[SweepPoint], done: set[str]) -> None:
         """Record points whose row was written just before a Ctrl-C, so none goes missing."""
-        recorded = {p.get("tag") for p in self.meta["points"] if p.get("status") == "ok"}
+        recorded = {p.tag for p in self.record.points if p.status == "ok"}
         for point in points:
-            tag = point_tag(mode, point)
+            tag = point_tag(mode.name, point)
             if tag in done and tag not in recorded:
                 result = PointResult(point, tag, _ADOPTED, {"tag": tag}, False,
                                      self.run_dir / "logs" / f"{tag}.log")
-                set_point(self.meta, point_record(
+                self.record.set_point(point_record(
                     mode, result, num_prompts=self.settings.bench_num_prompts,
                     run_dir=self.run_dir))
 
-    def _measure(self, mode: RunMode, target: Target, todo: list[SweepPoint],
+    def _measure(self, mode: ModeRecord, target: Target, todo: list[SweepPoint],
                  out: Path) -> None:
         assert self.worker is not None
         run_points(self.worker, self.settings, self.client, target=target, points=todo,
-                   tag_of=lambda p: point_tag(mode, p), output_file=out,
+                   tag_of=lambda p: point_tag(mode.name, p), output_file=out,
                    logs=self.run_dir / "logs", console=self.console, title=mode.name,
                    on_result=lambda r: self._record(mode, r))
 
-    def _record(self, mode: RunMode, result: PointResult) -> bool:
-        """Keep the point (metadata saved at once); True: a compare goes on after a failure."""
+    def _record(self, mode: ModeRecord, result: PointResult) -> bool:
+        """Keep the point (record saved at once); True: a compare goes on after a failure."""
         self.results.append(result)
-        set_point(self.meta, point_record(
+        self.record.set_point(point_record(
             mode, result, num_prompts=self.settings.bench_num_prompts, run_dir=self.run_dir))
         self.save()
         if not result.ok:
@@ -274,8 +210,8 @@ class _Run:
     def close(self, interrupted: bool) -> None:
         if self.worker is not None:
             self.worker.close()
-        self.meta["ended"] = now()
-        self.meta["interrupted"] = interrupted
+        self.record.ended = now()
+        self.record.interrupted = interrupted
         self.save()
 
 
@@ -297,18 +233,19 @@ def describe_compare(settings: Settings, modes: Sequence[str], resume: str | Non
                else Path(settings.results_dir) / "<run-id>")
     for mode in plan:
         out = run_dir / f"{mode.name}.jsonl"
-        todo = pending_points(mode, sweep_points(settings), done_tags(out))
+        todo = pending_points(mode, sweep_points(settings), jsonl.tags(out))
         if not todo:
             lines.append(f"# {mode.name}: every point is already measured in {out}")
             continue
-        lines += lifecycle.describe_mode(settings, mode.kind)
+        lines += deploy.describe_mode(settings, mode.kind)
         url = (server_specs(settings, "agg")[0].url if mode.kind == "agg"
                else router_spec(settings).url)
         target = Target(url, mode.kind == "pd", mode.name)
         for point in todo:
-            argv = client_argv(settings, client, target=target, tag=point_tag(mode, point),
-                               output_file=out, point=point)
-            lines.append(f"# bench {point_tag(mode, point)}\n{shell_line(client, argv)}")
+            tag = point_tag(mode.name, point)
+            argv = client_argv(settings, client, target=target, tag=tag, output_file=out,
+                               point=point)
+            lines.append(f"# bench {tag}\n{shell_line(client, argv)}")
     return lines
 
 
@@ -338,10 +275,11 @@ def compare(settings: Settings, *, modes: Sequence[str], resume: str | None = No
     console = console or Console()
     plan = run_modes(settings, modes)
     client = client_setup(settings)  # a dataset or tokenizer problem stops us before any start
-    run_dir, meta = open_run(settings, plan, resume, force)
-    run = _Run(settings, run_dir, meta, client, console, on_point)
+    run_dir, record = open_run(settings, plan, resume, force)
+    run = _Run(settings, run_dir, record, client, console, on_point)
     run.save()
-    console.print(f"run {meta['run_id']} -> {run_dir}")
+    run_id = record.run_id
+    console.print(f"run {run_id} -> {run_dir}")
     points = sweep_points(settings)
     interrupted = True
     try:
@@ -350,16 +288,16 @@ def compare(settings: Settings, *, modes: Sequence[str], resume: str | None = No
         interrupted = False
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted: finished points are kept in {run_dir}; continue "
-                      f"with: invoke compare --resume {meta['run_id']}[/yellow]")
+                      f"with: invoke compare --resume {run_id}[/yellow]")
         raise
     finally:
         run.close(interrupted)
     if not run.results:
-        console.print(f"every point of run {meta['run_id']} is already measured")
+        console.print(f"every point of run {run_id} is already measured")
     elif table:
-        console.print(results_table(run.results, f"run {meta['run_id']}",
+        console.print(results_table(run.results, f"run {run_id}",
                                     settings.bench_num_prompts))
     if run.failures:
         raise BenchError(f"{len(run.failures)} point(s) failed (rerun them with --resume "
-                         f"{meta['run_id']}); first: {run.failures[0]}")
+                         f"{run_id}); first: {run.failures[0]}")
     return run_dir

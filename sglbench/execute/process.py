@@ -26,18 +26,17 @@ from urllib.parse import urlsplit
 import psutil
 
 from sglbench.errors import ConfigError, ServerError
-from sglbench.runtime import Instance
-from sglbench.settings import ROLES, Settings
-from sglbench.specs import ServerSpec
+from sglbench.execute.runtime import UNKNOWN_EXIT, Instance
+from sglbench.hosts import is_loopback
+from sglbench.plan.servers import Command
+from sglbench.settings import Settings
+from sglbench.types import ROLES, RuntimeName
 
 # Popen objects of the processes this Python process started, by pid, shared by every
 # ProcessRuntime: only a parent can learn a child's exit code and reap it (else it lingers as a
 # zombie while, e.g., an experiment goes on to the next mode).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
-# Exit code reported for a process that stopped while another command was its parent (the
-# kernel hands its status to that parent, so nobody else can learn it).
-UNKNOWN_EXIT = -1000
 STOP_TIMEOUT_S = 15.0
 _POLL_S = 0.05
 
@@ -65,34 +64,38 @@ def python_for(settings: Settings) -> str:
 class ProcessRuntime:
     """Start, watch and stop local processes by name, through pid files under RUN_DIR."""
 
+    name: RuntimeName = "process"
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.run_dir = Path(settings.run_dir)
         self.python = python_for(settings)
 
-    # --- the Runtime protocol, for server specs --------------------------------------------------
+    # --- the Runtime protocol ------------------------------------------------------------------
 
-    def describe(self, spec: ServerSpec) -> str:
+    def describe(self, spec: Command) -> str:
         """The command line the process runs (``--dry-run``)."""
-        return shlex.join(spec.argv(self.python))
+        env = [f"{k}={v}" for k, v in spec.env]
+        return shlex.join([*env, *spec.argv(self.python)])
 
-    def start(self, spec: ServerSpec, run_id: str) -> None:
-        """Start one server; an old instance of ours with the same name is stopped first."""
-        self.launch(spec.name, spec.role, spec.url, spec.argv(self.python), run_id)
+    def start(self, spec: Command, run_id: str) -> None:
+        """Start a server or the router; an old instance of ours with its name is stopped first."""
+        self.launch(spec.name, spec.role, spec.url, spec.argv(self.python), run_id,
+                    env=dict(spec.env))  # fmt: skip
 
-    def exit_code(self, spec: ServerSpec) -> int | None:
+    def exit_code(self, spec: Command) -> int | None:
         """None while it runs; its exit code (or ``UNKNOWN_EXIT``) once it stopped."""
         return self.exit_code_of(spec.name)
 
-    def log_tail(self, spec: ServerSpec, lines: int = 40) -> str:
+    def log_tail(self, spec: Command, lines: int = 40) -> str:
         """The last ``lines`` lines of its log."""
         return self.log_tail_of(spec.name, lines)
 
-    def log_lines(self, spec: ServerSpec, follow: bool = False) -> Iterator[str]:
+    def log_lines(self, spec: Command, follow: bool = False) -> Iterator[str]:
         """Its log line by line; with ``follow``, until it stops or the caller stops iterating."""
         return self.follow_log(spec.name, follow=follow)
 
-    def stop(self, spec: ServerSpec) -> bool:
+    def stop(self, spec: Command) -> bool:
         """Stop it (process group: SIGTERM, then SIGKILL after a deadline) if it is ours."""
         return self.stop_name(spec.name)
 
@@ -100,7 +103,16 @@ class ProcessRuntime:
         """Everything with a pid file, running or not."""
         return [self._instance(record) for record in self.records()]
 
-    # --- by name: shared with the router --------------------------------------------------------
+    def stop_run(self, run_id: str | None) -> list[Instance]:
+        """Stop every process of ours of run ``run_id`` (None: of every run), router first."""
+        records = [r for r in self.records() if run_id is None or r.run_id == run_id]
+        found = []
+        for record in sorted(records, key=lambda r: r.role != "router"):
+            found.append(self._instance(record))
+            self.stop_name(record.name)
+        return found
+
+    # --- by name ----------------------------------------------------------------------------------
 
     def pid_path(self, name: str) -> Path:
         """Where the pid file of ``name`` lives."""
@@ -217,12 +229,9 @@ class ProcessRuntime:
 
     def _instance(self, record: PidFile) -> Instance:
         code = self.exit_code_of(record.name)
-        if code is None:
-            state = "running"
-        else:
-            state = "exited" if code == UNKNOWN_EXIT else f"exited({code})"
         return Instance(name=record.name, role=record.role, runtime="process",
-                        where=f"pid {record.pid}", url=record.url, state=state,
+                        where=f"pid {record.pid}", url=record.url,
+                        state="running" if code is None else "exited", exit_code=code,
                         run_id=record.run_id)  # fmt: skip
 
     def _env(self, extra: Mapping[str, str]) -> dict[str, str] | None:
@@ -330,7 +339,7 @@ def _check_port_free(name: str, url: str) -> None:
 def _check_local(role: str, url: str) -> None:
     """The process runtime runs everything here, so the URL host must be one of ours."""
     host = urlsplit(url).hostname or ""
-    if host in {"localhost", "0.0.0.0", "::1"} or host.startswith("127."):
+    if host == "0.0.0.0" or is_loopback(host):
         return
     local = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
     try:

@@ -8,11 +8,14 @@ refuses to compare modes whose workloads differ at the same sweep point.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import pandas as pd
+
+from sglbench.display import as_number
+from sglbench.results.load import records
 
 Severity = Literal["error", "warning", "info"]
 CheckName = Literal[
@@ -31,8 +34,8 @@ NEAR_ZERO_ITL_MS = 0.5
 
 
 @dataclass(frozen=True)
-class Workload:
-    """What the load generator was asked to do (None: not known)."""
+class Requested:
+    """What the load generator was asked to do at one point (None: not known)."""
 
     dataset: str | None = None
     num_prompts: int | None = None
@@ -54,7 +57,7 @@ class Finding:
     message: str
 
 
-def sanity_checks(df: pd.DataFrame, requested: Workload | None = None) -> list[Finding]:
+def sanity_checks(df: pd.DataFrame, requested: Requested | None = None) -> list[Finding]:
     """Check every loaded point for numbers that should not be trusted as they are.
 
     Args:
@@ -65,11 +68,11 @@ def sanity_checks(df: pd.DataFrame, requested: Workload | None = None) -> list[F
     Returns:
         Findings, errors first; an empty list when every point looks sound.
     """
-    asked = requested or Workload()
+    asked = requested or Requested()
     findings: list[Finding] = []
-    for row in _records(df):
+    for row in records(df):
         findings.extend(_point_findings(row, asked))
-    simulated = sorted({str(r["tag"]) for r in _records(df) if r["simulated"]})
+    simulated = sorted({str(r["tag"]) for r in records(df) if r["simulated"]})
     if simulated:
         shown = ", ".join(simulated[:3]) + (
             f" and {len(simulated) - 3} more" if len(simulated) > 3 else ""
@@ -88,9 +91,9 @@ def sanity_checks(df: pd.DataFrame, requested: Workload | None = None) -> list[F
     return sorted(findings, key=lambda f: order[f.severity])
 
 
-def _point_findings(row: Mapping[str, Any], asked: Workload) -> list[Finding]:
+def _point_findings(row: Mapping[str, Any], asked: Requested) -> list[Finding]:
     tag = str(row["tag"])
-    ttft, itl = _num(row["median_ttft_ms"]), _num(row["median_itl_ms"])
+    ttft, itl = as_number(row["median_ttft_ms"]), as_number(row["median_itl_ms"])
     candidates: list[tuple[CheckName, Severity, str | None]] = [
         ("failed_requests", "error", _failed_message(row, asked)),
         ("near_zero_ttft", "warning", None if ttft is None or ttft >= NEAR_ZERO_TTFT_MS else (
@@ -107,7 +110,7 @@ def _point_findings(row: Mapping[str, Any], asked: Workload) -> list[Finding]:
     return [Finding(check, sev, tag, msg) for check, sev, msg in candidates if msg is not None]
 
 
-def _failed_message(row: Mapping[str, Any], asked: Workload) -> str | None:
+def _failed_message(row: Mapping[str, Any], asked: Requested) -> str | None:
     sent = asked.num_prompts or int(row["num_prompts"])
     completed = int(row["completed"])
     if completed >= sent and int(row["failed"]) == 0:
@@ -130,11 +133,11 @@ def expected_output_mean(output_len: float, range_ratio: float) -> tuple[float, 
     return (low + output_len) / 2, math.sqrt((count * count - 1) / 12)
 
 
-def _short_output_message(row: Mapping[str, Any], asked: Workload) -> str | None:
+def _short_output_message(row: Mapping[str, Any], asked: Requested) -> str | None:
     ignore_eos = asked.ignore_eos if asked.ignore_eos is not None else row.get("ignore_eos")
-    length = _num(asked.output_len) or _num(row["output_len"])
-    ratio = _num(asked.range_ratio)
-    ratio = ratio if ratio is not None else _num(row["range_ratio"])
+    length = as_number(asked.output_len) or as_number(row["output_len"])
+    ratio = as_number(asked.range_ratio)
+    ratio = ratio if ratio is not None else as_number(row["range_ratio"])
     completed = int(row["completed"])
     dataset = str(asked.dataset or row.get("dataset") or "")
     # Without ignore-eos a model may stop early by design; only random datasets fix lengths.
@@ -165,7 +168,7 @@ def workload_mismatches(df: pd.DataFrame) -> list[str]:
     """
     problems: list[str] = []
     by_axes: dict[tuple[Hashable, ...], dict[str, set[tuple[Hashable, ...]]]] = {}
-    for row in _records(df):
+    for row in records(df):
         axes = tuple(_key_value(row[c]) for c in SWEEP_AXES)
         fixed = tuple(_key_value(row[c]) for c in FIXED_WORKLOAD)
         by_axes.setdefault(axes, {}).setdefault(str(row["mode"]), set()).add(fixed)
@@ -204,13 +207,3 @@ def _key_value(value: Any) -> Hashable:
 
 def _show(value: Hashable) -> str:
     return "unknown" if value is None else str(value)
-
-
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return None if math.isnan(value) else float(value)
-
-
-def _records(df: pd.DataFrame) -> Iterable[dict[str, Any]]:
-    return [{str(k): v for k, v in r.items()} for r in df.to_dict("records")]

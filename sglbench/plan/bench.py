@@ -1,0 +1,59 @@
+"""Pure builder: the flags of SGLang's bench client (``sglang.benchmark.serving``) for one point.
+
+The same workload flags for agg and PD. Beyond the original ``23_``/``24_`` scripts: the seed,
+range ratio and warmup are explicit (their defaults changed between client versions), and EOS
+handling is the same for both modes (0.5.23 ignores EOS by default and has no ``--ignore-eos``).
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from pathlib import Path
+
+from sglbench.plan.sweep import SweepPoint, sweep_points
+from sglbench.settings import Settings
+
+BENCH_MODULE = "sglang.benchmark.serving"
+
+
+def bench_args(
+    settings: Settings,
+    *,
+    base_url: str,
+    tag: str,
+    output_file: Path,
+    pd: bool,
+    point: SweepPoint | None = None,
+) -> list[str]:
+    """``sglang.benchmark.serving`` arguments; the same workload flags for agg and PD."""
+    point = point or sweep_points(settings)[0]
+    rate = "inf" if math.isinf(point.request_rate) else f"{point.request_rate:g}"
+    args = [
+        "--backend", settings.bench_backend,
+        "--dataset-name", settings.bench_dataset,
+        "--num-prompts", str(settings.bench_num_prompts),
+        "--random-input-len", str(point.input_len),
+        "--random-output-len", str(point.output_len),
+        "--request-rate", rate,
+        "--max-concurrency", str(point.max_concurrency),
+    ]  # fmt: skip
+    if pd:
+        args.append("--pd-separated")
+    args += ["--base-url", base_url, "--output-file", str(output_file), "--tag", tag]
+    if not settings.bench_ignore_eos:
+        # The client ignores EOS by default and has no --ignore-eos flag (0.5.23 rejects it).
+        args.append("--disable-ignore-eos")
+    args += [
+        "--random-range-ratio", f"{settings.bench_range_ratio:g}",
+        "--seed", str(settings.bench_seed),
+        "--warmup-requests", str(settings.bench_warmup_requests),
+    ]
+    if settings.bench_dataset_path:
+        args += ["--dataset-path", settings.bench_dataset_path]
+    if settings.tokenizer_path:
+        args += ["--tokenizer", settings.tokenizer_path]
+    if settings.bench_rust_client:
+        args.append("--rust-client")
+    args += shlex.split(settings.bench_extra_args)
+    return args

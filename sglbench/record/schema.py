@@ -1,0 +1,230 @@
+"""``metadata.json`` of a run directory as pydantic models: run, modes, points, workload.
+
+Execution builds and saves a ``RunRecord``; the results loader and the report load the same type.
+Unknown keys are kept (``extra="allow"``) so a newer file read by an older reader loses nothing
+when it is saved again. Files of the first layout (``modes`` as a list of names beside a
+``gpus_per_mode`` map, no ``schema``) load into the same models. Every save goes through
+``display.scrub``: no secret value reaches the file, even when a server echoed it back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sglbench.display import scrub
+from sglbench.errors import ResultsError
+from sglbench.types import ModeKind, PointPhase, PointStatus, parse_mode_name
+
+METADATA_FILE = "metadata.json"
+SCHEMA_VERSION = 2
+
+
+def now() -> str:
+    """The current time as records write it: ISO 8601 with the UTC offset, in seconds."""
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Workload(_Record):
+    """What every mode of a comparison must share (the run's fingerprint).
+
+    The concurrency list is left out on purpose: it is the load axis, so a resumed run may add
+    concurrency points to the same workload.
+    """
+
+    dataset: str | None = None
+    dataset_path: str = ""
+    num_prompts: int | None = None
+    input_len: list[int] = Field(default_factory=list)
+    output_len: list[int] = Field(default_factory=list)
+    range_ratio: float | None = None
+    seed: int | None = None
+    ignore_eos: bool | None = None
+    warmup: int | None = None
+    request_rate: list[float] = Field(default_factory=list)
+
+    def diff(self, new: Workload) -> list[str]:
+        """``key: old -> new`` for every field that differs."""
+        return _diff(self.model_dump(), new.model_dump())
+
+
+class ModeRecord(_Record):
+    """One mode of a run: its name in files and tags, its kind, the GPUs it holds."""
+
+    name: str  # agg, pd, pd_2p1d
+    kind: ModeKind
+    gpus: int
+    prefill: int = 0
+    decode: int = 0
+
+
+class PointRecord(_Record):
+    """One measured (or failed) sweep point of a mode.
+
+    ``started`` None: a row written just before an interrupt and adopted afterwards, whose client
+    figures were never recorded. Execution fills every field; readers accept records that hold
+    only some (hand-made or older files), so each field but the tag may be None.
+    """
+
+    tag: str
+    mode: str | None = None
+    label: str | None = None
+    input_len: int | None = None
+    output_len: int | None = None
+    max_concurrency: int | None = None
+    request_rate: float | None = None
+    num_prompts: int | None = None
+    status: PointStatus | None = None
+    error: str | None = None
+    client_cpu_cores: float | None = None
+    client_cpu_phase: PointPhase | None = None
+    client_limited: bool | None = None
+    client_seconds: float | None = None
+    host_cpu_busy: float | None = None
+    started: str | None = None
+    ended: str | None = None
+    log: str = ""
+    note: str | None = None
+
+
+class WorkloadChange(_Record):
+    """A resume that was forced although the workload or setup differed."""
+
+    at: str
+    changes: list[str]
+
+
+class RunRecord(_Record):
+    """The whole ``metadata.json`` of a run directory."""
+
+    # 1: the first layout (no "schema" key); SCHEMA_VERSION: what this code writes.
+    schema_: int = Field(1, alias="schema")
+    run_id: str
+    started: str | None = None
+    ended: str | None = None
+    simulated: bool = False
+    modes: list[ModeRecord] = Field(default_factory=list)
+    workload: Workload | None = None
+    # What serves and measures the workload, keyed by settings key (BENCH_BACKEND, MODEL_PATH..).
+    setup: dict[str, str | int | float | bool | None] | None = None
+    settings: dict[str, str] = Field(default_factory=dict)  # secrets removed
+    versions: dict[str, str | None] = Field(default_factory=dict)
+    servers: dict[str, Any] = Field(default_factory=dict)  # worker -> its /server_info
+    git_commit: str | None = None
+    gpus: list[dict[str, str]] | str = "none"  # nvidia-smi of the control host
+    forced_mismatch: bool = False
+    workload_changes: list[WorkloadChange] = Field(default_factory=list)
+    interrupted: bool = False
+    resumed: list[str] = Field(default_factory=list)
+    points: list[PointRecord] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_layout(cls, data: Any) -> Any:
+        """Files of the first layout: ``modes`` as names, GPUs in ``gpus_per_mode``."""
+        if not isinstance(data, dict) or "gpus_per_mode" not in data:
+            return data
+        given = data.get("gpus_per_mode")
+        gpus: dict[str, Any] = given if isinstance(given, dict) else {}
+        listed = data.get("modes")
+        names: list[Any] = listed if isinstance(listed, list) else list(gpus)
+        modes = [_legacy_mode(m, gpus) if isinstance(m, str) else m for m in names]
+        rest = {k: v for k, v in data.items() if k != "gpus_per_mode"}
+        return {**rest, "modes": modes}
+
+    def mode(self, name: str) -> ModeRecord | None:
+        """The mode called ``name``, if the run has it."""
+        return next((m for m in self.modes if m.name == name), None)
+
+    def add_modes(self, modes: Sequence[ModeRecord]) -> None:
+        """Add modes not yet in the run (a resume may bring new ones), in order."""
+        for mode in modes:
+            if self.mode(mode.name) is None:
+                self.modes.append(mode)
+
+    def point(self, tag: str) -> PointRecord | None:
+        """The record of the point tagged ``tag`` (the newest, if the file holds several)."""
+        return next((p for p in reversed(self.points) if p.tag == tag), None)
+
+    def set_point(self, record: PointRecord) -> None:
+        """Put a point's record in, replacing an older one of the same tag in its place."""
+        for n, point in enumerate(self.points):
+            if point.tag == record.tag:
+                self.points[n] = record
+                return
+        self.points.append(record)
+
+    def save(self, run_dir: Path, secrets: Sequence[str] = ()) -> Path:
+        """Write ``metadata.json`` atomically (a reader never sees half a file), scrubbed."""
+        path = run_dir / METADATA_FILE
+        tmp = path.with_suffix(".json.tmp")
+        data = scrub(self.model_dump(by_alias=True), secrets)
+        # json (not pydantic's JSON mode) keeps inf as the `Infinity` the client writes too.
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunRecord | None:
+        """The record of ``run_dir``, or None when it has no ``metadata.json``.
+
+        Raises:
+            ResultsError: the file exists but is not a run record.
+        """
+        path = run_dir / METADATA_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ResultsError(f"{path}: unreadable run metadata ({exc}); re-run or delete it"
+                               ) from exc  # fmt: skip
+        if isinstance(data, dict):
+            data.setdefault("run_id", run_dir.name)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(part) for part in err["loc"]) or "the top level"
+            raise ResultsError(f"{path}: not a run record ({where}: {err['msg']}); re-run or "
+                               "delete it") from None  # fmt: skip
+
+
+def _legacy_mode(name: str, gpus: dict[str, Any]) -> dict[str, Any]:
+    shape = parse_mode_name(name)
+    given = gpus.get(name)
+    count = given if isinstance(given, int) and given > 0 else (shape.gpus if shape else 1)
+    if shape is None:
+        return {"name": name, "kind": "pd" if name.startswith("pd") else "agg", "gpus": count}
+    return {"name": name, "kind": shape.kind, "gpus": count, "prefill": shape.prefill,
+            "decode": shape.decode}  # fmt: skip
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys
+            if not _same(old.get(k), new.get(k))]  # fmt: skip
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+def setup_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """``KEY: old -> new`` for every setup key that differs (an unknown old setup: none)."""
+    return [] if old is None else _diff(old, new)

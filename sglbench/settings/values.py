@@ -1,0 +1,78 @@
+"""One-value checks of settings: the validators of ``Settings`` field types.
+
+Each raises ``ValueError``; pydantic turns it into the one-line error naming the key. Checks of
+several keys together live in ``sglbench.settings.checks``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from typing import Any
+
+from sglbench.sim.profiles import PROFILE_NAMES  # TODO(merge sim-front): sim.config
+
+
+def split_list(value: Any) -> Any:
+    """Accept ``"8,32 64"`` (a sweep) as well as a single value or a real sequence."""
+    if isinstance(value, str):
+        parts = [p for p in value.replace(",", " ").split() if p]
+        return parts if parts else value
+    if isinstance(value, int | float):
+        return [value]
+    return value
+
+
+def parse_rate(value: Any) -> Any:
+    """``inf``/``Infinity`` (any case) as ``math.inf``; anything else unchanged."""
+    if isinstance(value, str) and value.strip().lower() in {"inf", "infinity"}:
+        return math.inf
+    return value
+
+
+def check_host(value: str) -> str:
+    """A host name or IPv4 address: no scheme, port or path."""
+    # A URL or host:port here would silently become http://http://... or :port:port in URLs.
+    if not value or re.search(r"[\s/:]", value):
+        raise ValueError("expected a host name or IPv4 address without scheme or port")
+    return value
+
+
+def check_docker_host(value: str) -> str:
+    """Empty (the local engine) or a docker endpoint URL (ssh://, tcp://, unix://)."""
+    if value and not re.fullmatch(r"(unix|tcp|ssh|npipe)://\S+", value):
+        raise ValueError("expected empty (local engine), ssh://user@host or tcp://host:port")
+    return value
+
+
+def check_gpus(value: str) -> str:
+    """``all`` or comma-separated GPU ids."""
+    if value != "all" and not re.fullmatch(r"\d+(,\d+)*", value):
+        raise ValueError("expected all, or GPU ids such as 0 or 0,1")
+    return value
+
+
+def check_shm_size(value: str) -> str:
+    """A docker size: digits with an optional b/k/m/g unit."""
+    if not re.fullmatch(r"\d+[bkmgBKMG]?", value):
+        raise ValueError("expected a size such as 32g, 512m or 1073741824")
+    return value
+
+
+def check_shell_args(value: str) -> str:
+    """Words a shell could split (balanced quotes)."""
+    try:
+        shlex.split(value)
+    except ValueError as exc:  # unbalanced quotes
+        raise ValueError(f"not valid shell words ({exc})") from None
+    return value
+
+
+def check_sim_profile(value: str) -> str:
+    """One of the simulator's shipped profiles."""
+    if value not in PROFILE_NAMES:
+        raise ValueError(f"unknown simulator profile; known: {', '.join(PROFILE_NAMES)}")
+    return value
+
+

@@ -16,7 +16,8 @@ from rich.console import Console
 from sglbench.errors import ConfigError, ServerError
 from sglbench.execute.readiness import wait_server_ready
 from sglbench.execute.router import describe_router, run_router_foreground, start_router
-from sglbench.execute.runtime import Instance, Runtime, runtime_for, runtimes_in_use
+from sglbench.execute.runtime import Instance, Runtime
+from sglbench.execute.runtimes import runtime_for, runtimes_in_use
 from sglbench.plan.router import ROUTER_NAME, RouterSpec, router_spec
 from sglbench.plan.servers import ServerSpec, server_specs
 from sglbench.settings import Settings

@@ -19,7 +19,8 @@ from rich.console import Console
 from sglbench.errors import ConfigError
 from sglbench.execute.http import Probe, http_get, http_probe
 from sglbench.execute.readiness import wait_until
-from sglbench.execute.runtime import Runtime, runtime_for
+from sglbench.execute.runtime import Runtime
+from sglbench.execute.runtimes import runtime_for
 from sglbench.plan.router import RouterSpec, router_spec
 from sglbench.plan.servers import server_specs
 from sglbench.settings import Settings

@@ -2,21 +2,19 @@
 
 ``process`` runs them as local processes (pid and log files under RUN_DIR); ``docker`` runs
 servers as labelled containers on a local or ``ssh://`` engine. Both answer the same ``Runtime``
-protocol, and everything outside ``sglbench.execute``'s runtime modules reaches them only
-through it (``runtime_for``), so deploy, readiness and compare never ask which one they drive.
+protocol, and everything outside the runtime modules reaches them only through it
+(``sglbench.execute.runtimes.runtime_for``), so deploy, readiness and compare never ask which
+one they drive.
 A runtime touches only what it started: pid files with creation times, container labels.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from sglbench.errors import ConfigError
 from sglbench.plan.servers import Command
-from sglbench.settings import Settings
 from sglbench.types import InstanceState, RuntimeName
 
 # Exit code reported for a process or container that stopped when nobody can learn its real
@@ -77,33 +75,3 @@ class Runtime(Protocol):
         Returns:
             What was found, as it was before the stop (``state`` tells what was still running).
         """
-
-
-def runtime_for(settings: Settings, name: RuntimeName) -> Runtime:
-    """The runtime called ``name``, built from ``settings``.
-
-    Raises:
-        ConfigError: the docker runtime is asked for but not installed in this checkout.
-    """
-    if name == "process":
-        from sglbench.execute.process import ProcessRuntime
-
-        return ProcessRuntime(settings)
-    try:
-        # Imported lazily: the docker SDK (and an engine) is only needed when a role uses it.
-        docker = importlib.import_module("sglbench.execute.docker")
-    except ImportError as exc:
-        raise ConfigError(
-            f"RUNTIME=docker: the docker runtime is not available ({exc}); "
-            "use RUNTIME=process or install the docker extra"
-        ) from None
-    runtime: Runtime = docker.DockerRuntime(settings)
-    return runtime
-
-
-def runtimes_in_use(settings: Settings) -> list[Runtime]:
-    """The process runtime (the router always runs here) and docker when a role uses it."""
-    found = [runtime_for(settings, "process")]
-    if settings.roles_on("docker"):
-        found.append(runtime_for(settings, "docker"))
-    return found

@@ -26,7 +26,8 @@ from sglbench.execute.http import Probe, http_probe
 from sglbench.execute.process import PidFile, ProcessRuntime
 from sglbench.execute.readiness import wait_until
 from sglbench.execute.router import router_probe
-from sglbench.execute.runtime import UNKNOWN_EXIT, runtime_for
+from sglbench.execute.runtime import UNKNOWN_EXIT
+from sglbench.execute.runtimes import runtime_for
 from sglbench.plan.router import RouterSpec
 from sglbench.plan.servers import server_specs
 from sglbench.settings import Settings, load_settings

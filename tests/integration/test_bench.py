@@ -105,7 +105,7 @@ def test_bench_detects_pd_behind_the_router(tmp_path: Path) -> None:
         url = deploy.up_mode(settings, "pd", run_id="test-bench-pd", console=console)
         prefill = server_specs(settings, "prefill")[0].url
         assert detect_pd(url) and detect_pd(prefill)
-        assert detect_target(settings, None, None) == Target(url, True, "router")
+        assert detect_target(settings, None, "auto") == Target(url, True, "router")
     finally:
         deploy.down(settings, console)
 
@@ -125,7 +125,7 @@ def test_a_failing_server_gives_a_bench_error_with_the_clients_last_lines(
     settings = loopback_settings(tmp_path, BENCH_MAX_CONCURRENCY="4",
                                  TOKENIZER_PATH=str(tokenizer_dir))  # fmt: skip
     with pytest.raises(BenchError) as err:
-        run_bench(settings, tag="broken", base_url=sim.url, pd=False,
+        run_bench(settings, tag="broken", base_url=sim.url, mode="agg",
                   console=recording_console()[0])  # fmt: skip
     message = str(err.value)
     assert message.startswith("point broken: ")

@@ -1,5 +1,6 @@
-"""``make demo``: agg vs PD on the simulator in one command, summary table and PNGs, in under
-3 minutes on 2 cores, and nothing left running afterwards.
+"""``make demo``: agg vs PD on the simulator in one command, summary table and the report
+(report.md and a self-contained report.html), in under 3 minutes on 2 cores, and nothing left
+running afterwards.
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ def test_make_demo_compares_agg_and_pd_on_the_simulator(tmp_path: Path) -> None:
                     "pd_in256_out64_c8_rinf", "pd_in256_out64_c32_rinf"):  # fmt: skip
             assert tag in out
         assert "SIMULATED" in out
-        pngs = [Path(line.split("plot: ", 1)[1]) for line in out.splitlines()
-                if line.startswith("plot: ")]  # fmt: skip
-        assert {p.name for p in pngs} == {"throughput_by_tag.png", "e2e_latency_by_tag.png"}
-        assert all(p.stat().st_size > 1000 for p in pngs)
+        reports = [Path(line.split("report: ", 1)[1]) for line in out.splitlines()
+                   if line.startswith("report: ")]  # fmt: skip
+        assert {p.name for p in reports} == {"report.md", "report.html"}
+        html = next(p for p in reports if p.suffix == ".html").read_text()
+        assert "SIMULATED" in html and "data:image/png;base64," in html  # plots inlined
         assert elapsed < DEMO_BUDGET_S, f"demo took {elapsed:.0f}s"
         assert ProcessRuntime(settings).records() == []
         for key in ("AGG_PORT", "DECODE_PORT", "ROUTER_PORT"):

@@ -17,6 +17,7 @@ from invoke.context import Context
 from sglbench import commands as cli
 from sglbench.commands import Sets, load, sgl_task
 from sglbench.execute import deploy
+from sglbench.plan.topology import from_settings
 
 DEMO_ENV = Path(__file__).parent / "examples" / "demo.env"
 
@@ -68,7 +69,7 @@ def pd_router(
     """PD router in front of prefill and decode; foreground (Ctrl-C stops it) unless --detach."""
     settings = load(set_).settings
     if dry_run:
-        cli.print_lines(deploy.describe_mode(settings, "pd")[-1:])
+        cli.print_lines(deploy.describe_mode(settings, from_settings(settings, "pd"))[-1:])
         return
     deploy.up_router(settings, detach=detach, run_id=deploy.new_run_id(), console=cli.console())
 
@@ -147,16 +148,19 @@ def down(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
 # --- compare and demo --------------------------------------------------------------------------
 
 @sgl_task(
-    modes="comma-separated modes, in order (agg, pd)",
+    modes="comma-separated modes, in order: agg, pd (NUM_*/ *_TP workers; default agg,pd)",
+    topologies="comma-separated topologies: agg, aggx2, 1p3d, 2p2d@tp2, 1p1d@tp2/1",
+    gpus="a GPU budget N: agg xN and every PD split of N (equal budget)",
     resume="run id to continue: skips points already in results/<run-id>/",
     force="go on even if a resumed run's workload differs",
 )
 def compare(
-    c: Context, modes: str = "agg,pd", resume: str = "", force: bool = False,
-    set_: Sets = None, dry_run: bool = False,
+    c: Context, modes: str | None = None, topologies: str = "", gpus: int = 0, resume: str = "",
+    force: bool = False, set_: Sets = None, dry_run: bool = False,
 ) -> None:  # fmt: skip
-    """Agg then PD with one workload: start, wait, bench (sweep), stop; then the summary."""
-    run_dir = cli.compare_task(load(set_).settings, modes, resume, force, dry_run)
+    """Every topology with one workload: start, wait, bench (sweep), stop; then the summary."""
+    run_dir = cli.compare_task(load(set_).settings, modes, resume, force, dry_run,
+                               topologies=topologies, gpus=gpus)  # fmt: skip
     if run_dir is not None:
         print(f"run directory: {run_dir}")
 

@@ -231,30 +231,38 @@ def down_task(settings: Settings, *, dry_run: bool) -> None:
         print(f"would stop {i.name} ({i.runtime}, {i.where}, {i.shown_state})")
 
 
-def compare_task(settings: Settings, modes: str, resume: str, force: bool, dry_run: bool,
-                 *, table: bool = True) -> Path | None:
-    """``invoke compare``: run the modes, or with ``dry_run`` print what would run.
+def compare_task(settings: Settings, modes: str | None, resume: str, force: bool, dry_run: bool,
+                 *, topologies: str = "", gpus: int = 0, table: bool = True) -> Path | None:
+    """``invoke compare``: run the topologies, or with ``dry_run`` print what would run.
 
     Args:
         settings: the run's settings.
-        modes: ``--modes`` as typed (``agg,pd``).
+        modes: ``--modes`` as typed (``agg,pd``); None when not given.
         resume: a run id to continue, or "".
         force: resume even when the workload differs.
         dry_run: print the servers, the router and every client command; run nothing.
+        topologies: ``--topologies`` as typed (``aggx2,1p3d``); "" when not given.
+        gpus: ``--gpus`` (a GPU budget); 0 when not given.
         table: print compare's per-point table at the end (demo prints its own summary).
 
     Returns:
         The run directory, or None for a dry run.
     """
-    mode_list = split_modes(modes)
+    if gpus < 0:
+        raise ConfigError(f"--gpus {gpus}: expected a GPU count of at least 1")
+    mode_list = [] if modes is None else split_modes(modes)
+    topology_list = split_modes(topologies) if topologies else []
+    budget = gpus or None
     # compare imports the bench client machinery; keep `invoke --list` and the rest quick.
     from sglbench.execute import compare
 
     if dry_run:
-        print_lines(compare.describe_compare(settings, mode_list, resume or None, force))
+        print_lines(compare.describe_compare(settings, mode_list, resume or None, force,
+                                             topologies=topology_list, gpus=budget))
         return None
-    return compare.compare(settings, modes=mode_list, resume=resume or None, force=force,
-                           console=console(), table=table)  # fmt: skip
+    return compare.compare(settings, modes=mode_list, topologies=topology_list, gpus=budget,
+                           resume=resume or None, force=force, console=console(),
+                           table=table)  # fmt: skip
 
 
 def demo_task(settings: Settings, *, dry_run: bool) -> None:

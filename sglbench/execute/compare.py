@@ -34,10 +34,10 @@ from sglbench.execute.client_worker import BenchWorker, PointOutcome
 from sglbench.execute.provenance import new_record, secrets_of, server_infos
 from sglbench.execute.target import Target
 from sglbench.plan.client import ClientSetup, client_setup, planned_client
-from sglbench.plan.modes import run_modes
 from sglbench.plan.router import router_spec
 from sglbench.plan.servers import server_specs
 from sglbench.plan.sweep import SweepPoint, point_tag, setup_of, sweep_points, workload_of
+from sglbench.plan.topology import run_topologies, unequal_budget
 from sglbench.record import jsonl
 from sglbench.record.schema import (
     ModeRecord,
@@ -49,6 +49,7 @@ from sglbench.record.schema import (
     setup_diff,
 )
 from sglbench.settings import Settings
+from sglbench.types import Topology
 
 PointHook = Callable[[PointResult], None]
 # The outcome of a point whose row was found in the file but never recorded (a Ctrl-C came
@@ -57,13 +58,13 @@ _ADOPTED = PointOutcome(ok=True, error=None, cpu_s=0.0, measured_s=0.0, phase="u
                         seconds=0.0)
 
 
-def pending_points(mode: ModeRecord, points: Sequence[SweepPoint],
+def pending_points(mode: Topology, points: Sequence[SweepPoint],
                    done: set[str]) -> list[SweepPoint]:
     """Points of ``mode`` still to measure, in sweep order."""
     return [p for p in points if point_tag(mode.name, p) not in done]
 
 
-def point_record(mode: ModeRecord, result: PointResult, *, num_prompts: int,
+def point_record(mode: Topology, result: PointResult, *, num_prompts: int,
                  run_dir: Path) -> PointRecord:
     """The record of one point (``result.started`` None: a row adopted from the file, whose
     client figures were never recorded).
@@ -99,16 +100,19 @@ def _new_run_dir(settings: Settings) -> tuple[str, Path]:
     raise ConfigError(f"RESULTS_DIR={settings.results_dir}: too many runs named {base}-*")
 
 
-def open_run(settings: Settings, plan: list[ModeRecord], resume: str | None,
+def open_run(settings: Settings, plan: Sequence[Topology], resume: str | None,
              force: bool) -> tuple[Path, RunRecord]:
     """The run directory and its record: a new run, or the one to resume.
 
     Raises:
         ConfigError: no such run, or its workload or setup differs and ``force`` is false.
     """
+    modes = [ModeRecord.of(t) for t in plan]
     if not resume:
         run_id, run_dir = _new_run_dir(settings)
-        return run_dir, new_record(settings, run_id=run_id, modes=plan)
+        fresh = new_record(settings, run_id=run_id, modes=modes)
+        fresh.unequal_budget = unequal_budget(plan)
+        return run_dir, fresh
     run_dir = Path(settings.results_dir) / resume
     record = RunRecord.load(run_dir)
     if record is None:
@@ -128,7 +132,8 @@ def open_run(settings: Settings, plan: list[ModeRecord], resume: str | None,
     record.setup = record.setup or setup
     record.resumed.append(now())
     record.interrupted = False
-    record.add_modes(plan)
+    record.add_modes(modes)
+    record.unequal_budget = unequal_budget([m.topology for m in record.modes])
     return run_dir, record
 
 
@@ -146,7 +151,7 @@ class _Run:
     def save(self) -> None:
         self.record.save(self.run_dir, secrets_of(self.settings))
 
-    def run_mode(self, mode: ModeRecord, points: list[SweepPoint]) -> None:
+    def run_mode(self, mode: Topology, points: list[SweepPoint]) -> None:
         out = self.run_dir / f"{mode.name}.jsonl"
         if jsonl.repair(out):
             self.console.print(f"[yellow]{out}: dropped a half-written last line[/yellow]")
@@ -162,9 +167,9 @@ class _Run:
             self.worker = start_worker(self.settings, self.client,
                                        self.run_dir / "logs" / "client-worker.log")
         try:
-            base_url = deploy.up_mode(self.settings, mode.kind, run_id=self.record.run_id,
+            base_url = deploy.up_mode(self.settings, mode, run_id=self.record.run_id,
                                       console=self.console)
-            self.record.servers.update(server_infos(self.settings, mode.kind))
+            self.record.servers.update(server_infos(self.settings, mode))
             self.save()
             with self.console.status("loading SGLang's bench client ..."):
                 self.worker.wait_ready()
@@ -173,7 +178,7 @@ class _Run:
             # Only what this run started: servers of other runs (other ports) keep running.
             deploy.down(self.settings, self.console, run_id=self.record.run_id)
 
-    def _adopt_rows(self, mode: ModeRecord, points: list[SweepPoint], done: set[str]) -> None:
+    def _adopt_rows(self, mode: Topology, points: list[SweepPoint], done: set[str]) -> None:
         """Record points whose row was written just before a Ctrl-C, so none goes missing."""
         recorded = {p.tag for p in self.record.points if p.status == "ok"}
         for point in points:
@@ -185,7 +190,7 @@ class _Run:
                     mode, result, num_prompts=self.settings.bench_num_prompts,
                     run_dir=self.run_dir))
 
-    def _measure(self, mode: ModeRecord, target: Target, todo: list[SweepPoint],
+    def _measure(self, mode: Topology, target: Target, todo: list[SweepPoint],
                  out: Path) -> None:
         assert self.worker is not None
         run_points(self.worker, self.settings, self.client, target=target, points=todo,
@@ -193,7 +198,7 @@ class _Run:
                    logs=self.run_dir / "logs", console=self.console, title=mode.name,
                    on_result=lambda r: self._record(mode, r))
 
-    def _record(self, mode: ModeRecord, result: PointResult) -> bool:
+    def _record(self, mode: Topology, result: PointResult) -> bool:
         """Keep the point (record saved at once); True: a compare goes on after a failure."""
         self.results.append(result)
         self.record.set_point(point_record(
@@ -215,8 +220,16 @@ class _Run:
         self.save()
 
 
-def describe_compare(settings: Settings, modes: Sequence[str], resume: str | None = None,
-                     force: bool = False) -> list[str]:
+def mode_url(settings: Settings, mode: Topology) -> str:
+    """Where the bench client sends a mode's load: its router, or its one agg server."""
+    if mode.routed:
+        return router_spec(settings, mode).url
+    return server_specs(settings, "agg", mode)[0].url
+
+
+def describe_compare(settings: Settings, modes: Sequence[str] = (), resume: str | None = None,
+                     force: bool = False, *, topologies: Sequence[str] = (),
+                     gpus: int | None = None) -> list[str]:
     """What ``compare`` would run (``--dry-run``): each mode's servers, then its client lines.
 
     With ``resume``, only the points the run still lacks (a mode with none left starts no
@@ -227,8 +240,11 @@ def describe_compare(settings: Settings, modes: Sequence[str], resume: str | Non
     Raises:
         ConfigError: bad modes, unknown run, workload mismatch.
     """
-    plan = run_modes(settings, modes)
+    plan = run_topologies(settings, modes=modes, topologies=topologies, gpus=gpus)
     client, lines = planned_client(settings)
+    budget = unequal_budget(plan)
+    if budget:
+        lines.append(f"## note: {budget}")
     run_dir = (open_run(settings, plan, resume, force)[0] if resume
                else Path(settings.results_dir) / "<run-id>")
     for mode in plan:
@@ -237,10 +253,9 @@ def describe_compare(settings: Settings, modes: Sequence[str], resume: str | Non
         if not todo:
             lines.append(f"# {mode.name}: every point is already measured in {out}")
             continue
-        lines += deploy.describe_mode(settings, mode.kind)
-        url = (server_specs(settings, "agg")[0].url if mode.kind == "agg"
-               else router_spec(settings).url)
-        target = Target(url, mode.kind == "pd", mode.name)
+        lines.append(f"## {mode.name}: {mode.label}, {mode.gpus} GPU(s)")
+        lines += deploy.describe_mode(settings, mode)
+        target = Target(mode_url(settings, mode), mode.kind == "pd", mode.name)
         for point in todo:
             tag = point_tag(mode.name, point)
             argv = client_argv(settings, client, target=target, tag=tag, output_file=out,
@@ -249,14 +264,18 @@ def describe_compare(settings: Settings, modes: Sequence[str], resume: str | Non
     return lines
 
 
-def compare(settings: Settings, *, modes: Sequence[str], resume: str | None = None,
+def compare(settings: Settings, *, modes: Sequence[str] = (), topologies: Sequence[str] = (),
+            gpus: int | None = None, resume: str | None = None,
             force: bool = False, console: Console | None = None,
             on_point: PointHook | None = None, table: bool = True) -> Path:
-    """Run every mode over the same sweep and write ``RESULTS_DIR/<run-id>/``.
+    """Run every topology over the same sweep and write ``RESULTS_DIR/<run-id>/``.
 
     Args:
         settings: the run's settings; BENCH_* lists make the sweep.
-        modes: ``agg`` and/or ``pd``, in order (``pd`` runs xPyD with NUM_PREFILL/NUM_DECODE).
+        modes: ``agg`` and/or ``pd``, in order (NUM_* workers, *_TP each), when neither
+            ``topologies`` nor a GPU budget is given (``plan.topology.run_topologies``).
+        topologies: ``aggx2``, ``1p3d``, ``2p2d@tp2``, ... (overrides COMPARE_TOPOLOGIES).
+        gpus: a GPU budget: agg xN and every PD split of N (overrides COMPARE_GPUS).
         resume: a run id to continue; its measured points are skipped.
         force: resume even when the workload differs (recorded as ``forced_mismatch``).
         console: where progress, server messages and the table go.
@@ -273,13 +292,16 @@ def compare(settings: Settings, *, modes: Sequence[str], resume: str | None = No
         BenchError: some points failed (the others are kept); the first one's reason.
     """
     console = console or Console()
-    plan = run_modes(settings, modes)
+    plan = run_topologies(settings, modes=modes, topologies=topologies, gpus=gpus)
     client = client_setup(settings)  # a dataset or tokenizer problem stops us before any start
     run_dir, record = open_run(settings, plan, resume, force)
     run = _Run(settings, run_dir, record, client, console, on_point)
     run.save()
     run_id = record.run_id
-    console.print(f"run {run_id} -> {run_dir}")
+    console.print(f"run {run_id} -> {run_dir}: "
+                  + ", ".join(f"{t.label} ({t.gpus} GPU)" for t in plan))
+    if record.unequal_budget:
+        console.print(f"[yellow]note: {record.unequal_budget}[/yellow]")
     points = sweep_points(settings)
     interrupted = True
     try:

@@ -20,8 +20,9 @@ from sglbench.execute.runtime import Instance, Runtime
 from sglbench.execute.runtimes import runtime_for, runtimes_in_use
 from sglbench.plan.router import ROUTER_NAME, RouterSpec, router_spec
 from sglbench.plan.servers import ServerSpec, server_specs
+from sglbench.plan.topology import check_topology, from_settings
 from sglbench.settings import Settings
-from sglbench.types import MODE_ROLES, ROLES, ModeKind, Role
+from sglbench.types import ROLES, Role, Topology
 
 
 def new_run_id() -> str:
@@ -29,25 +30,29 @@ def new_run_id() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def describe_role(settings: Settings, role: Role) -> list[str]:
+def describe_role(settings: Settings, role: Role,
+                  topology: Topology | None = None) -> list[str]:
     """The command of every worker of ``role`` (``--dry-run``), one line each."""
     lines = []
-    for spec in server_specs(settings, role):
+    for spec in server_specs(settings, role, topology):
         runtime = runtime_for(settings, spec.runtime)
         lines.append(f"# {spec.name} ({spec.runtime}) -> {spec.url}\n{runtime.describe(spec)}")
     return lines
 
 
-def describe_mode(settings: Settings, mode: ModeKind) -> list[str]:
+def describe_mode(settings: Settings, topology: Topology) -> list[str]:
     """Everything ``up_mode`` would start, in order (``--dry-run``)."""
-    lines = [line for role in MODE_ROLES[mode] for line in describe_role(settings, role)]
-    if mode == "pd":
-        lines.append(f"# router ({settings.router_impl}) -> {router_spec(settings).url}\n"
-                     f"{describe_router(settings)}")  # fmt: skip
+    lines = [line for role in topology.workers
+             for line in describe_role(settings, role, topology)]  # fmt: skip
+    if topology.routed:
+        lines.append(f"# router ({settings.router_impl}) -> "
+                     f"{router_spec(settings, topology).url}\n"
+                     f"{describe_router(settings, topology)}")  # fmt: skip
     return lines
 
 
-def up_role(settings: Settings, role: Role, *, run_id: str, console: Console) -> list[ServerSpec]:
+def up_role(settings: Settings, role: Role, *, run_id: str, console: Console,
+            topology: Topology | None = None) -> list[ServerSpec]:
     """Start every worker of ``role``, wait until each answers ``/health_generate``.
 
     Workers start together and are then awaited one by one, so N workers take about as long as
@@ -57,7 +62,9 @@ def up_role(settings: Settings, role: Role, *, run_id: str, console: Console) ->
         ServerError: a worker could not start, or its port is taken by someone else.
         ReadinessError: a worker exited or was not ready before READY_TIMEOUT_S.
     """
-    specs = server_specs(settings, role)
+    topology = topology or from_settings(settings, "agg" if role == "agg" else "pd")
+    check_topology(settings, topology)
+    specs = server_specs(settings, role, topology)
     started: list[tuple[Runtime, ServerSpec]] = []
     try:
         for spec in specs:
@@ -77,15 +84,16 @@ def up_role(settings: Settings, role: Role, *, run_id: str, console: Console) ->
     return specs
 
 
-def up_router(settings: Settings, *, detach: bool, run_id: str, console: Console) -> RouterSpec:
-    """Start the PD router: detached (wait until it routes to every worker) or in the foreground.
+def up_router(settings: Settings, *, detach: bool, run_id: str, console: Console,
+              topology: Topology | None = None) -> RouterSpec:
+    """Start the router: detached (wait until it routes to every worker) or in the foreground.
 
     Raises:
-        ConfigError: a prefill or decode worker does not answer (nothing started).
+        ConfigError: a worker does not answer (nothing started).
         ServerError: the foreground router exited with an error.
     """
     if detach:
-        return start_router(settings, run_id=run_id, console=console)
+        return start_router(settings, run_id=run_id, console=console, topology=topology)
     spec = router_spec(settings)
     code = run_router_foreground(settings, run_id=run_id, console=console)
     if code != 0:
@@ -94,22 +102,23 @@ def up_router(settings: Settings, *, detach: bool, run_id: str, console: Console
     return spec
 
 
-def up_mode(settings: Settings, mode: ModeKind, *, run_id: str, console: Console) -> str:
-    """Start everything ``mode`` needs, wait until ready; return the URL the bench client uses.
+def up_mode(settings: Settings, topology: Topology, *, run_id: str, console: Console) -> str:
+    """Start everything ``topology`` needs, wait until ready; return the URL the client uses.
 
     On failure, what this call started is stopped again.
     """
     started: list[Role] = []
     try:
-        for role in MODE_ROLES[mode]:
+        for role in topology.workers:
             started.append(role)
-            up_role(settings, role, run_id=run_id, console=console)
-        if mode == "agg":
-            return server_specs(settings, "agg")[0].url
-        return up_router(settings, detach=True, run_id=run_id, console=console).url
+            up_role(settings, role, run_id=run_id, console=console, topology=topology)
+        if not topology.routed:
+            return server_specs(settings, "agg", topology)[0].url
+        return up_router(settings, detach=True, run_id=run_id, console=console,
+                         topology=topology).url  # fmt: skip
     except BaseException:
         for role in started:
-            for spec in server_specs(settings, role):
+            for spec in server_specs(settings, role, topology):
                 runtime_for(settings, spec.runtime).stop(spec)
         raise
 

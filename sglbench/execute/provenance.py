@@ -22,7 +22,7 @@ from sglbench.plan.servers import server_specs
 from sglbench.plan.sweep import setup_of, workload_of
 from sglbench.record.schema import SCHEMA_VERSION, ModeRecord, RunRecord, now
 from sglbench.settings import Settings, public_settings
-from sglbench.types import MODE_ROLES, ModeKind
+from sglbench.types import Topology
 
 _PACKAGES = ("sglang", "sglang-router", "smg", "sglbench")
 
@@ -50,15 +50,15 @@ def versions(settings: Settings) -> dict[str, str | None]:
     return found
 
 
-def server_infos(settings: Settings, mode: ModeKind) -> dict[str, Any]:
+def server_infos(settings: Settings, topology: Topology) -> dict[str, Any]:
     """Each worker's ``/server_info`` (else ``/get_server_info``), asked of the worker itself.
 
     Keys are the role (``agg``, ``prefill``, ``decode``), or ``prefill-1`` ... with several
     workers of a role. The router hides this from the bench client, hence the direct ask.
     """
     infos: dict[str, Any] = {}
-    for role in MODE_ROLES[mode]:
-        specs = server_specs(settings, role)
+    for role in topology.workers:
+        specs = server_specs(settings, role, topology)
         for spec in specs:
             key = role if len(specs) == 1 else f"{role}-{spec.index}"
             infos[key] = {"url": spec.url, "error": "no answer"}

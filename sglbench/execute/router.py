@@ -23,26 +23,28 @@ from sglbench.execute.runtime import Runtime
 from sglbench.execute.runtimes import runtime_for
 from sglbench.plan.router import RouterSpec, router_spec
 from sglbench.plan.servers import server_specs
+from sglbench.plan.topology import from_settings
 from sglbench.settings import Settings
-from sglbench.types import PD_ROLES
+from sglbench.types import Topology
 
 # The router only has to register workers that already answer; two minutes is generous.
 ROUTER_READY_S = 120.0
 
 
-def describe_router(settings: Settings) -> str:
-    """The router's command line (``--dry-run``)."""
-    return runtime_for(settings, "process").describe(router_spec(settings))
+def describe_router(settings: Settings, topology: Topology | None = None) -> str:
+    """The router's command line (``--dry-run``), secret flag values masked."""
+    return runtime_for(settings, "process").describe(router_spec(settings, topology))
 
 
-def check_workers(settings: Settings) -> None:
-    """Every prefill and decode worker must answer ``/health`` before the router starts.
+def check_workers(settings: Settings, topology: Topology | None = None) -> None:
+    """Every worker the router fronts must answer ``/health`` before the router starts.
 
     Raises:
         ConfigError: a worker does not answer; names it, its URL and the keys to fix.
     """
-    for role in PD_ROLES:
-        for spec in server_specs(settings, role):
+    topology = topology or from_settings(settings, "pd")
+    for role in topology.workers:
+        for spec in server_specs(settings, role, topology):
             probe = http_probe(f"{spec.url}/health", timeout_s=5.0)
             if not probe.ok:
                 key = role.upper()
@@ -53,15 +55,16 @@ def check_workers(settings: Settings) -> None:
                 )
 
 
-def start_router(settings: Settings, *, run_id: str, console: Console) -> RouterSpec:
+def start_router(settings: Settings, *, run_id: str, console: Console,
+                 topology: Topology | None = None) -> RouterSpec:
     """Start the router in the background and wait until it routes to every worker.
 
     Raises:
         ConfigError: a worker does not answer (nothing started).
         ReadinessError: the router exited or did not become ready (it is stopped then).
     """
-    check_workers(settings)
-    spec = router_spec(settings)
+    check_workers(settings, topology)
+    spec = router_spec(settings, topology)
     runtime = runtime_for(settings, "process")
     runtime.start(spec, run_id)
     try:

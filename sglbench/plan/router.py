@@ -1,8 +1,10 @@
-"""Pure builder: Settings -> the PD router's command (plain data, no I/O).
+"""Pure builder: Settings + topology -> the router's command (plain data, no I/O).
 
-Beyond the original ``22_run_router_pd.sh``: the bootstrap port of every prefill worker is explicit
-(no router reads it from the worker) and the Rust routers' Prometheus listener is private
-(both bind 0.0.0.0:29000 by default, so a second router would panic).
+PD: the original ``22_run_router_pd.sh``, plus the bootstrap port of every prefill worker made
+explicit (no router reads it from the worker). Agg with several replicas: the same router in
+regular mode (``--worker-urls``), so the bench client always has one URL. Both: the Rust
+routers' Prometheus listener is private (both bind 0.0.0.0:29000 by default, so a second router
+would panic) and ROUTER_POLICY, when set, is their ``--policy``.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import shlex
 from dataclasses import dataclass
 
 from sglbench.plan.servers import Command, server_specs
+from sglbench.plan.topology import from_settings
 from sglbench.settings import Settings
-from sglbench.types import RouterImpl
+from sglbench.types import RouterImpl, Topology
 
 ROUTER_NAME = "router"
 ROUTER_MODULES: dict[RouterImpl, str] = {
@@ -26,20 +29,26 @@ _ROUTER_ENV = (("NO_COLOR", "1"),)
 
 @dataclass(frozen=True, kw_only=True)
 class RouterSpec(Command):
-    """The PD router process in front of the prefill and decode workers."""
+    """The router process in front of a mode's workers."""
 
     impl: RouterImpl
-    workers: int  # prefill + decode workers it must register before it is ready
+    workers: int  # workers it must register before it is ready
 
 
-def router_spec(settings: Settings) -> RouterSpec:
-    """The PD router over every prefill and decode worker (bootstrap ports explicit)."""
-    args: list[str] = ["--mini-lb"] if settings.router_impl == "mini-lb" else []
-    args.append("--pd-disaggregation")
-    for spec in server_specs(settings, "prefill"):
-        args += ["--prefill", spec.url, str(spec.bootstrap_port)]
-    for spec in server_specs(settings, "decode"):
-        args += ["--decode", spec.url]
+def router_spec(settings: Settings, topology: Topology | None = None) -> RouterSpec:
+    """The router of ``topology`` (default: PD with NUM_PREFILL / NUM_DECODE)."""
+    topology = topology or from_settings(settings, "pd")
+    if topology.kind == "agg":
+        args = ["--worker-urls", *(s.url for s in server_specs(settings, "agg", topology))]
+    else:
+        args = ["--mini-lb"] if settings.router_impl == "mini-lb" else []
+        args.append("--pd-disaggregation")
+        for spec in server_specs(settings, "prefill", topology):
+            args += ["--prefill", spec.url, str(spec.bootstrap_port)]
+        for spec in server_specs(settings, "decode", topology):
+            args += ["--decode", spec.url]
+    if settings.router_policy and settings.router_impl != "mini-lb":
+        args += ["--policy", settings.router_policy]
     args += ["--host", settings.router_bind_host, "--port", str(settings.router_port)]
     if settings.router_impl != "mini-lb":
         args += ["--prometheus-host", "127.0.0.1",
@@ -54,5 +63,5 @@ def router_spec(settings: Settings) -> RouterSpec:
         host=settings.router_host,
         port=settings.router_port,
         env=_ROUTER_ENV,
-        workers=settings.num_prefill + settings.num_decode,
+        workers=sum(topology.workers.values()),
     )

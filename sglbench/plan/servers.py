@@ -11,8 +11,9 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from sglbench.plan.topology import from_settings, worker_gpus
 from sglbench.settings import Settings
-from sglbench.types import Role, RuntimeName, Service
+from sglbench.types import Role, RuntimeName, Service, Topology
 
 SGLANG_SERVER_MODULE = "sglang.launch_server"
 SIM_SERVER_MODULE = "sglbench.sim"
@@ -52,14 +53,16 @@ class ServerSpec(Command):
     bootstrap_port: int | None
 
 
-def launch_args(settings: Settings, role: Role, index: int = 0) -> list[str]:
-    """``sglang.launch_server`` arguments for one worker of a role."""
+def launch_args(settings: Settings, role: Role, index: int = 0, tp: int = 1) -> list[str]:
+    """``sglang.launch_server`` arguments for one worker of a role (``--tp-size`` above 1)."""
     own = settings.role(role)
     args = ["--model-path", settings.model_path]
     if settings.tokenizer_path:
         args += ["--tokenizer-path", settings.tokenizer_path]
     args += ["--host", settings.server_bind_host, "--port", str(own.port + index)]
     args += ["--mem-fraction-static", f"{own.mem_fraction:g}"]
+    if tp > 1:
+        args += ["--tp-size", str(tp)]
     if role != "agg":
         args += ["--disaggregation-mode", role]
         if settings.ib_device:
@@ -75,12 +78,22 @@ def launch_args(settings: Settings, role: Role, index: int = 0) -> list[str]:
     return args
 
 
-def server_specs(settings: Settings, role: Role) -> list[ServerSpec]:
-    """Every worker of a role (one for agg; NUM_PREFILL / NUM_DECODE for PD)."""
+def server_specs(settings: Settings, role: Role,
+                 topology: Topology | None = None) -> list[ServerSpec]:
+    """Every worker of a role in ``topology`` (default: NUM_AGG / NUM_PREFILL / NUM_DECODE).
+
+    Worker i listens on the role's PORT+i and holds its own slice of the role's GPU ids; on the
+    process runtime those become its CUDA_VISIBLE_DEVICES (the simulator ignores them).
+    """
     own = settings.role(role)
-    count = own.workers
-    return [
-        ServerSpec(
+    topology = topology or from_settings(settings, "agg" if role == "agg" else "pd")
+    count, tp = topology.workers[role], topology.tp(role)
+    specs = []
+    for index in range(count):
+        gpus = worker_gpus(own.gpus, index, tp, count)
+        env = (() if settings.simulate or own.runtime != "process" or gpus == "all"
+               else (("CUDA_VISIBLE_DEVICES", gpus),))  # fmt: skip
+        specs.append(ServerSpec(
             role=role,
             index=index,
             name=f"sglang-{role}" + (f"-{index}" if count > 1 else ""),
@@ -88,18 +101,10 @@ def server_specs(settings: Settings, role: Role) -> list[ServerSpec]:
             port=own.port + index,
             bootstrap_port=settings.bootstrap_port + index if role == "prefill" else None,
             module=SIM_SERVER_MODULE if settings.simulate else SGLANG_SERVER_MODULE,
-            args=tuple(launch_args(settings, role, index)),
+            args=tuple(launch_args(settings, role, index, tp)),
             runtime=own.runtime,
             docker_host=own.docker_host,
-            gpus=_worker_gpus(own.gpus, index, count),
-        )
-        for index in range(count)
-    ]
-
-
-def _worker_gpus(gpus: str, index: int, count: int) -> str:
-    """GPU ids of worker ``index``: with several workers and a list of ids, one id each."""
-    ids = [g for g in gpus.split(",") if g]
-    if count > 1 and len(ids) >= count:
-        return ids[index]
-    return gpus
+            gpus=gpus,
+            env=env,
+        ))  # fmt: skip
+    return specs

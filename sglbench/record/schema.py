@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sglbench.display import scrub
 from sglbench.errors import ResultsError
-from sglbench.types import ModeKind, PointPhase, PointStatus, parse_mode_name
+from sglbench.types import ModeKind, PointPhase, PointStatus, Topology, parse_mode_name
 
 METADATA_FILE = "metadata.json"
 SCHEMA_VERSION = 2
@@ -60,13 +60,32 @@ class Workload(_Record):
 
 
 class ModeRecord(_Record):
-    """One mode of a run: its name in files and tags, its kind, the GPUs it holds."""
+    """One mode of a run: its name in files and tags, its topology, the GPUs it holds."""
 
-    name: str  # agg, pd, pd_2p1d
+    name: str  # agg, agg_x2, pd, pd_2p1d, pd_2p2d_tp2
     kind: ModeKind
     gpus: int
+    agg: int = 0
     prefill: int = 0
     decode: int = 0
+    agg_tp: int = 1
+    prefill_tp: int = 1
+    decode_tp: int = 1
+
+    @classmethod
+    def of(cls, topology: Topology) -> ModeRecord:
+        """The record of a topology."""
+        return cls(name=topology.name, kind=topology.kind, gpus=topology.gpus,
+                   agg=topology.agg, prefill=topology.prefill, decode=topology.decode,
+                   agg_tp=topology.agg_tp, prefill_tp=topology.prefill_tp,
+                   decode_tp=topology.decode_tp)  # fmt: skip
+
+    @property
+    def topology(self) -> Topology:
+        """The topology this mode deployed (a first-layout agg record: one server)."""
+        return Topology(self.kind, max(self.agg, 1) if self.kind == "agg" else 0,
+                        self.prefill, self.decode, self.agg_tp, self.prefill_tp,
+                        self.decode_tp)  # fmt: skip
 
 
 class PointRecord(_Record):
@@ -123,6 +142,8 @@ class RunRecord(_Record):
     servers: dict[str, Any] = Field(default_factory=dict)  # worker -> its /server_info
     git_commit: str | None = None
     gpus: list[dict[str, str]] | str = "none"  # nvidia-smi of the control host
+    # Why the topologies' GPU counts differ (None: an equal budget, or a single topology).
+    unequal_budget: str | None = None
     forced_mismatch: bool = False
     workload_changes: list[WorkloadChange] = Field(default_factory=list)
     interrupted: bool = False
@@ -206,11 +227,13 @@ class RunRecord(_Record):
 def _legacy_mode(name: str, gpus: dict[str, Any]) -> dict[str, Any]:
     shape = parse_mode_name(name)
     given = gpus.get(name)
-    count = given if isinstance(given, int) and given > 0 else (shape.gpus if shape else 1)
     if shape is None:
+        count = given if isinstance(given, int) and given > 0 else 1
         return {"name": name, "kind": "pd" if name.startswith("pd") else "agg", "gpus": count}
-    return {"name": name, "kind": shape.kind, "gpus": count, "prefill": shape.prefill,
-            "decode": shape.decode}  # fmt: skip
+    record = ModeRecord.of(shape).model_dump()
+    if isinstance(given, int) and given > 0:
+        record["gpus"] = given
+    return record
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from sglbench.errors import ConfigError
 from sglbench.hosts import is_loopback, same_machine
 from sglbench.settings.model import Settings
+from sglbench.types import MODE_KINDS, Role, Topology, parse_topology
 
 _MAX_PORT = 65535
 
@@ -24,6 +25,8 @@ SERVER_FLAGS: dict[str, str] = {
     "--host": "SERVER_BIND_HOST",
     "--port": "AGG_PORT/PREFILL_PORT/DECODE_PORT",
     "--mem-fraction-static": "AGG_/PREFILL_/DECODE_MEM_FRACTION",
+    "--tp-size": "AGG_TP/PREFILL_TP/DECODE_TP",
+    "--tensor-parallel-size": "AGG_TP/PREFILL_TP/DECODE_TP",
     "--disaggregation-mode": "the task (prefill or decode)",
     "--disaggregation-ib-device": "IB_DEVICE",
     "--disaggregation-transfer-backend": "TRANSFER_BACKEND",
@@ -33,6 +36,8 @@ SERVER_FLAGS: dict[str, str] = {
 ROUTER_FLAGS: dict[str, str] = {
     "--pd-disaggregation": "the pd-router task",
     "--prefill": "PREFILL_HOST/PREFILL_PORT/NUM_PREFILL",
+    "--worker-urls": "AGG_HOST/AGG_PORT/NUM_AGG",
+    "--policy": "ROUTER_POLICY",
     "--decode": "DECODE_HOST/DECODE_PORT/NUM_DECODE",
     "--host": "ROUTER_BIND_HOST",
     "--port": "ROUTER_PORT",
@@ -83,8 +88,10 @@ class _Listener(NamedTuple):
 
 def check_cross_fields(settings: Settings) -> None:
     """Raise ``ConfigError`` for settings that are each valid but do not fit together."""
-    _check_port_ranges(settings)
-    _check_listeners(settings)
+    for kind in MODE_KINDS:
+        check_listeners(settings, settings.topology(kind))
+    for item in settings.compare_topologies:
+        check_listeners(settings, parse_topology(item, settings.role_tp()))
     _check_extra_args(settings)
     _check_docker_bind(settings)
     if settings.simulate:
@@ -101,40 +108,49 @@ def _check_sim_args(s: Settings) -> None:
         raise ConfigError(f"SIM_ARGS={s.sim_args!r}: {exc}") from None
 
 
-def _check_port_ranges(s: Settings) -> None:
-    ranges = (
-        ("PREFILL_PORT", s.prefill_port, "NUM_PREFILL", s.num_prefill),
-        ("DECODE_PORT", s.decode_port, "NUM_DECODE", s.num_decode),
-        ("BOOTSTRAP_PORT", s.bootstrap_port, "NUM_PREFILL", s.num_prefill),
-    )
-    for key, port, count_key, count in ranges:
-        if port + count - 1 > _MAX_PORT:
-            raise ConfigError(
-                f"{key}={port}: {count_key}={count} workers need ports up to {port + count - 1} "
-                f"(> {_MAX_PORT}); lower {key}"
-            )
+def _count_key(s: Settings, topology: Topology, role: Role) -> str:
+    """What sets a role's worker count: its NUM_* key, or the topology that asks for more."""
+    count = topology.workers[role]
+    key = f"NUM_{role.upper()}"
+    return f"{key}={count}" if s.role(role).workers == count else f"{topology.label} ({count})"
 
 
-def _pd_listeners(s: Settings) -> list[_Listener]:
-    """Every host:port one PD deployment (prefill, decode, router) listens on."""
-    prefill, decode, router = (same_machine(h) for h in (s.prefill_host, s.decode_host,
-                                                             s.router_host))
-    out = [_Listener(prefill, s.prefill_port + i, "PREFILL_PORT", s.prefill_port,
-                     f"prefill worker {i}") for i in range(s.num_prefill)]
-    out += [_Listener(decode, s.decode_port + i, "DECODE_PORT", s.decode_port,
-                      f"decode worker {i}") for i in range(s.num_decode)]
-    out += [_Listener(prefill, s.bootstrap_port + i, "BOOTSTRAP_PORT", s.bootstrap_port,
-                      f"the bootstrap port of prefill worker {i}") for i in range(s.num_prefill)]
-    out.append(_Listener(router, s.router_port, "ROUTER_PORT", s.router_port, "the router"))
-    if s.router_impl != "mini-lb":  # MiniLB has no metrics listener
-        out.append(_Listener(router, s.router_prometheus_port, "ROUTER_PROMETHEUS_PORT",
-                             s.router_prometheus_port, "the router's metrics listener"))
+def listeners(s: Settings, topology: Topology) -> list[_Listener]:
+    """Every host:port one deployment of ``topology`` (workers, router) listens on.
+
+    Raises:
+        ConfigError: a port range runs past 65535.
+    """
+    out: list[_Listener] = []
+    for role, count in topology.workers.items():
+        own = s.role(role)
+        ranges = [(own.key("PORT"), own.port, f"{role} worker")]
+        if role == "prefill":
+            ranges.append(("BOOTSTRAP_PORT", s.bootstrap_port,
+                           "the bootstrap port of prefill worker"))  # fmt: skip
+        for key, port, what in ranges:
+            if port + count - 1 > _MAX_PORT:
+                raise ConfigError(f"{key}={port}: {_count_key(s, topology, role)} workers need "
+                                  f"ports up to {port + count - 1} (> {_MAX_PORT}); lower {key}")
+            out += [_Listener(same_machine(own.host), port + i, key, port, f"{what} {i}")
+                    for i in range(count)]  # fmt: skip
+    if topology.routed:
+        router = same_machine(s.router_host)
+        out.append(_Listener(router, s.router_port, "ROUTER_PORT", s.router_port, "the router"))
+        if s.router_impl != "mini-lb":  # MiniLB has no metrics listener
+            out.append(_Listener(router, s.router_prometheus_port, "ROUTER_PROMETHEUS_PORT",
+                                 s.router_prometheus_port, "the router's metrics listener"))
     return out
 
 
-def _check_listeners(s: Settings) -> None:
+def check_listeners(s: Settings, topology: Topology) -> None:
+    """No two listeners of one deployment of ``topology`` on the same host:port.
+
+    Raises:
+        ConfigError: naming both listeners and the key to change.
+    """
     seen: dict[tuple[str, int], _Listener] = {}
-    for listener in _pd_listeners(s):
+    for listener in listeners(s, topology):
         first = seen.setdefault((listener.host, listener.port), listener)
         if first is listener:
             continue

@@ -22,6 +22,7 @@ from sglbench.settings.values import (
     check_shell_args,
     check_shm_size,
     check_sim_profile,
+    check_topology,
     parse_rate,
     split_list,
 )
@@ -29,9 +30,12 @@ from sglbench.types import (
     ROLES,
     BenchBackend,
     BenchDataset,
+    ModeKind,
     Role,
     RouterImpl,
+    RouterPolicy,
     RuntimeName,
+    Topology,
     TransferBackend,
 )
 
@@ -53,6 +57,10 @@ Rates = Annotated[
     BeforeValidator(split_list),
 ]
 Fraction = Annotated[float, Field(gt=0, le=1)]
+SloMs = Annotated[float, Field(gt=0, le=3.6e6, allow_inf_nan=False)]
+# "aggx2,1p1d 2p2d@tp2": the syntax is checked by the topology parser (plan.topology).
+Topologies = Annotated[tuple[Annotated[str, AfterValidator(check_topology)], ...],
+                       BeforeValidator(split_list)]
 
 
 class Settings(BaseModel):
@@ -88,6 +96,14 @@ class Settings(BaseModel):
     num_prefill: int = Field(1, ge=1, le=64, alias="NUM_PREFILL",
                              description="prefill workers (xPyD)")
     num_decode: int = Field(1, ge=1, le=64, alias="NUM_DECODE", description="decode workers (xPyD)")
+    num_agg: int = Field(1, ge=1, le=64, alias="NUM_AGG",
+                         description="aggregated replicas (worker i on AGG_PORT+i; >1: a router "
+                         "in front)")
+    agg_tp: int = Field(1, ge=1, le=64, alias="AGG_TP", description="--tp-size of agg workers")
+    prefill_tp: int = Field(1, ge=1, le=64, alias="PREFILL_TP",
+                            description="--tp-size of prefill workers")
+    decode_tp: int = Field(1, ge=1, le=64, alias="DECODE_TP",
+                           description="--tp-size of decode workers")
     bootstrap_port: Port = Field(8998, alias="BOOTSTRAP_PORT",
                                  description="--disaggregation-bootstrap-port (worker i: PORT+i)")
     server_bind_host: Host = Field("0.0.0.0", alias="SERVER_BIND_HOST",
@@ -101,6 +117,9 @@ class Settings(BaseModel):
     router_port: Port = Field(8000, alias="ROUTER_PORT", description="router port")
     router_impl: RouterImpl = Field("rust", alias="ROUTER_IMPL",
                                     description="rust (sglang-router), mini-lb (the original), smg")
+    router_policy: RouterPolicy | None = Field(None, alias="ROUTER_POLICY",
+                                               description="--policy of the Rust routers "
+                                               "(empty: the router's default, cache_aware)")
     router_prometheus_port: Port = Field(29000, alias="ROUTER_PROMETHEUS_PORT",
                                          description="router metrics port (bound to 127.0.0.1)")
 
@@ -195,10 +214,40 @@ class Settings(BaseModel):
                                     description="SGLang's Rust load generator (--rust-client)")
     bench_extra_args: ShellArgs = Field("", alias="BENCH_EXTRA_ARGS",
                                         description="extra bench_serving args")
-    bench_slo_ttft_ms: float | None = Field(None, gt=0, alias="BENCH_SLO_TTFT_MS",
-                                            description="TTFT SLO for goodput in the report")
-    bench_slo_itl_ms: float | None = Field(None, gt=0, alias="BENCH_SLO_ITL_MS",
-                                           description="ITL SLO for goodput in the report")
+    bench_slo_ttft_ms: SloMs | None = Field(None, alias="BENCH_SLO_TTFT_MS",
+                                            description="TTFT target, ms (--goodput ttft:MS)")
+    bench_slo_itl_ms: SloMs | None = Field(None, alias="BENCH_SLO_ITL_MS",
+                                           description="ITL target, ms; the client checks it "
+                                           "on each request's TPOT (--goodput tpot:MS)")
+    bench_slo_tpot_ms: SloMs | None = Field(None, alias="BENCH_SLO_TPOT_MS",
+                                            description="TPOT target, ms (--goodput tpot:MS)")
+    bench_slo_e2e_ms: SloMs | None = Field(None, alias="BENCH_SLO_E2E_MS",
+                                           description="E2E latency target, ms "
+                                           "(--goodput e2el:MS)")
+    bench_slo_attainment: Fraction = Field(0.9, alias="BENCH_SLO_ATTAINMENT",
+                                           description="share of requests that must meet "
+                                           "every target")
+    bench_repeats: int = Field(1, ge=1, le=20, alias="BENCH_REPEATS",
+                               description="measure each point k times (seed BENCH_SEED+i)")
+    bench_capacity_search: bool = Field(False, alias="BENCH_CAPACITY_SEARCH",
+                                        description="per topology: the highest Poisson rate "
+                                        "meeting the SLOs (needs an SLO)")
+    bench_capacity_points: int = Field(8, ge=2, le=40, alias="BENCH_CAPACITY_POINTS",
+                                       description="most points one capacity search measures")
+    bench_capacity_start_rate: float = Field(1.0, gt=0, le=10000,
+                                             alias="BENCH_CAPACITY_START_RATE",
+                                             description="first rate tried, req/s per GPU")
+    bench_capacity_tolerance: float = Field(0.05, gt=0, le=1, alias="BENCH_CAPACITY_TOLERANCE",
+                                            description="stop when the bracket is this narrow "
+                                            "(share of its low end)")
+
+    # --- comparison ----------------------------------------------------------------------------
+    compare_topologies: Topologies = Field(
+        (), alias="COMPARE_TOPOLOGIES",
+        description="topologies of invoke compare, e.g. aggx2,1p1d,1p3d,2p2d@tp2 "
+        "(empty: --modes with NUM_*/ *_TP)")
+    compare_gpus: int | None = Field(None, ge=1, le=1024, alias="COMPARE_GPUS",
+                                     description="GPU budget: agg xN and every PD split of N")
 
     # --- files ---------------------------------------------------------------------------------
     results_dir: str = Field("results", alias="RESULTS_DIR", description="where results go")
@@ -209,7 +258,7 @@ class Settings(BaseModel):
     def role(self, role: Role) -> RoleSettings:
         """The settings of one server role, typed (``PREFILL_HOST`` -> ``.host`` ...)."""
         if role == "agg":
-            return RoleSettings("agg", self.agg_host, self.agg_port, 1,
+            return RoleSettings("agg", self.agg_host, self.agg_port, self.num_agg,
                                 self.agg_runtime or self.runtime, self.agg_gpus,
                                 self.agg_docker_host, self._mem_fraction("agg",
                                                                          self.agg_mem_fraction),
@@ -225,6 +274,17 @@ class Settings(BaseModel):
                             self.decode_docker_host,
                             self._mem_fraction("decode", self.decode_mem_fraction),
                             self.decode_extra_args)  # fmt: skip
+
+    def role_tp(self) -> dict[Role, int]:
+        """AGG_TP / PREFILL_TP / DECODE_TP by role."""
+        return {"agg": self.agg_tp, "prefill": self.prefill_tp, "decode": self.decode_tp}
+
+    def topology(self, kind: ModeKind) -> Topology:
+        """What ``--modes agg`` or ``pd`` deploys: NUM_AGG, or NUM_PREFILL x NUM_DECODE; *_TP."""
+        if kind == "agg":
+            return Topology.aggregated(self.num_agg, self.agg_tp)
+        return Topology.disaggregated(self.num_prefill, self.num_decode, self.prefill_tp,
+                                      self.decode_tp)  # fmt: skip
 
     def roles_on(self, runtime: RuntimeName) -> list[Role]:
         """The server roles whose runtime is ``runtime``."""
@@ -242,7 +302,7 @@ class RoleSettings:
     role: Role
     host: str  # the address used in URLs
     port: int  # worker i listens on port + i
-    workers: int
+    workers: int  # NUM_AGG / NUM_PREFILL / NUM_DECODE
     runtime: RuntimeName
     gpus: str  # "all" or GPU ids
     docker_host: str  # "" = the local engine

@@ -11,7 +11,8 @@ import re
 import shlex
 from typing import Any
 
-from sglbench.sim.profiles import PROFILE_NAMES  # TODO(merge sim-front): sim.config
+from sglbench.sim.profiles import PROFILE_NAMES
+from sglbench.types import parse_topology  # TODO(merge sim-front): sim.config
 
 
 def split_list(value: Any) -> Any:
@@ -76,3 +77,9 @@ def check_sim_profile(value: str) -> str:
     return value
 
 
+
+
+def check_topology(value: str) -> str:
+    """One topology as ``parse_topology`` reads it (``aggx2``, ``1p3d``, ``2p2d@tp2``)."""
+    parse_topology(value)
+    return value

@@ -16,10 +16,10 @@ from sglbench.execute.bench import PointResult
 from sglbench.execute.client_worker import PointOutcome
 from sglbench.execute.docker import registry_digest
 from sglbench.plan.client import client_setup
-from sglbench.plan.modes import run_modes
 from sglbench.plan.sweep import point_tag, sweep_points, workload_of
+from sglbench.plan.topology import run_topologies
 from sglbench.record import jsonl
-from sglbench.record.schema import RunRecord, now
+from sglbench.record.schema import ModeRecord, RunRecord, now
 from sglbench.settings import Settings, load_settings
 
 SECRET = "hf_TOPSECRETtoken123"
@@ -32,24 +32,24 @@ def make(tmp_path: Path, **keys: str) -> Settings:
 
 
 def test_modes_are_named_as_in_the_run_directory(tmp_path: Path) -> None:
-    plan = run_modes(make(tmp_path), ["agg", "pd"])
+    plan = run_topologies(make(tmp_path), modes=["agg", "pd"])
     assert [(m.name, m.kind, m.gpus) for m in plan] == [("agg", "agg", 1), ("pd", "pd", 2)]
-    xpyd = run_modes(make(tmp_path, NUM_PREFILL="1", NUM_DECODE="3",
-                                     DECODE_PORT="30010"), ["pd"])  # fmt: skip
+    xpyd = run_topologies(make(tmp_path, NUM_PREFILL="1", NUM_DECODE="3", DECODE_GPUS="0,1,2",
+                               DECODE_PORT="30010"), modes=["pd"])  # fmt: skip
     assert [(m.name, m.gpus) for m in xpyd] == [("pd_1p3d", 4)]
 
 
 @pytest.mark.parametrize("modes", [["agg", "agg"], ["xpyd"]])
 def test_unknown_or_repeated_modes_are_refused(tmp_path: Path, modes: list[str]) -> None:
     with pytest.raises(ConfigError, match="--modes"):
-        run_modes(make(tmp_path), modes)
+        run_topologies(make(tmp_path), modes=modes)
 
 
 def test_point_tags_name_mode_and_point(tmp_path: Path) -> None:
     settings = make(tmp_path, BENCH_MAX_CONCURRENCY="8,8,64", BENCH_REQUEST_RATE="inf,4")
     points = sweep_points(settings)
     assert len(points) == 4  # 8 listed twice is measured once
-    pd = run_modes(settings, ["pd"])[0]
+    pd = run_topologies(settings, modes=["pd"])[0]
     assert point_tag(pd.name, points[1]) == "pd_in512_out128_c8_r4"
 
 
@@ -59,7 +59,7 @@ def write_rows(path: Path, tags: list[str], tail: str = "") -> None:
 
 def test_resume_skips_exactly_the_points_with_a_row(tmp_path: Path) -> None:
     settings = make(tmp_path, BENCH_MAX_CONCURRENCY="4,8,16")
-    agg = run_modes(settings, ["agg"])[0]
+    agg = run_topologies(settings, modes=["agg"])[0]
     points = sweep_points(settings)
     out = tmp_path / "agg.jsonl"
     write_rows(out, [point_tag(agg.name, points[0]), "pd_in512_out128_c8_rinf"],
@@ -93,7 +93,8 @@ def test_the_workload_fingerprint_ignores_only_the_concurrency_axis(tmp_path: Pa
 
 def test_metadata_never_holds_the_token(tmp_path: Path) -> None:
     settings = make(tmp_path, HF_TOKEN=SECRET)
-    meta = provenance.new_record(settings, run_id="r1", modes=run_modes(settings, ["agg"]))
+    agg = [ModeRecord.of(t) for t in run_topologies(settings, modes=["agg"])]
+    meta = provenance.new_record(settings, run_id="r1", modes=agg)
     # A server that echoes the token back (in a value or under a token key) is scrubbed too.
     meta.servers = {"agg": {"env": f"HF_TOKEN={SECRET}", "hf_token": "x", "api_key": None}}
     run_dir = tmp_path / "results" / "r1"
@@ -107,19 +108,20 @@ def test_metadata_never_holds_the_token(tmp_path: Path) -> None:
 
 def test_metadata_has_the_contract_keys(tmp_path: Path) -> None:
     settings = make(tmp_path, SIMULATE="true")
-    meta = provenance.new_record(settings, run_id="r", modes=run_modes(settings, ["agg"]))
+    agg = [ModeRecord.of(t) for t in run_topologies(settings, modes=["agg"])]
+    meta = provenance.new_record(settings, run_id="r", modes=agg)
     written = meta.model_dump(by_alias=True)
     assert {"run_id", "started", "ended", "simulated", "workload", "settings", "versions",
             "servers", "git_commit", "modes", "forced_mismatch", "points"} <= set(written)
-    assert written["modes"] == [{"name": "agg", "kind": "agg", "gpus": 1, "prefill": 0,
-                                 "decode": 0}]  # fmt: skip
+    assert written["modes"] == [{"name": "agg", "kind": "agg", "gpus": 1, "agg": 1, "prefill": 0,
+                                 "decode": 0, "agg_tp": 1, "prefill_tp": 1, "decode_tp": 1}]
     assert meta.simulated is True and meta.versions["sglang"]
     assert meta.gpus == "none" or isinstance(meta.gpus, list)
 
 
 def test_resuming_with_another_workload_is_refused_unless_forced(tmp_path: Path) -> None:
     settings = make(tmp_path)
-    plan = run_modes(settings, ["agg"])
+    plan = run_topologies(settings, modes=["agg"])
     run_dir, meta = experiment.open_run(settings, plan, None, False)
     meta.save(run_dir)
     other = make(tmp_path, BENCH_INPUT_LEN="1024")
@@ -140,7 +142,7 @@ def test_resuming_with_another_setup_is_refused_unless_forced(
     tmp_path: Path, key: str, value: str
 ) -> None:
     settings = make(tmp_path, SIMULATE="false" if key == "SIMULATE" else "true")
-    plan = run_modes(settings, ["agg"])
+    plan = run_topologies(settings, modes=["agg"])
     run_dir, meta = experiment.open_run(settings, plan, None, False)
     meta.save(run_dir)
     other = settings.model_copy(update={key.lower(): value if key != "SIMULATE" else True})
@@ -156,7 +158,7 @@ def test_resuming_with_another_setup_is_refused_unless_forced(
 def test_a_re_measured_point_replaces_its_record(tmp_path: Path) -> None:
     settings = make(tmp_path)
     run_dir = tmp_path / "run1"
-    agg = run_modes(settings, ["agg"])[0]
+    agg = run_topologies(settings, modes=["agg"])[0]
     point = sweep_points(settings)[0]
     meta = RunRecord(run_id="r")
     failed = PointOutcome(ok=False, error="boom", cpu_s=0.0, measured_s=0.0, phase="whole",
@@ -179,7 +181,7 @@ def test_a_re_measured_point_replaces_its_record(tmp_path: Path) -> None:
 
 def test_a_row_adopted_after_an_interrupt_is_recorded_like_any_point(tmp_path: Path) -> None:
     settings = make(tmp_path)
-    agg = run_modes(settings, ["agg"])[0]
+    agg = run_topologies(settings, modes=["agg"])[0]
     point = sweep_points(settings)[0]
     tag = point_tag(agg.name, point)
     run = experiment._Run(settings, tmp_path, RunRecord(run_id="r"),
@@ -199,12 +201,12 @@ def test_a_row_adopted_after_an_interrupt_is_recorded_like_any_point(tmp_path: P
 def test_resuming_an_unknown_run_names_it(tmp_path: Path) -> None:
     settings = make(tmp_path)
     with pytest.raises(ConfigError, match="--resume nope"):
-        experiment.open_run(settings, run_modes(settings, ["agg"]), "nope", False)
+        experiment.open_run(settings, run_topologies(settings, modes=["agg"]), "nope", False)
 
 
 def test_two_runs_in_the_same_second_get_their_own_directories(tmp_path: Path) -> None:
     settings = make(tmp_path)
-    plan = run_modes(settings, ["agg"])
+    plan = run_topologies(settings, modes=["agg"])
     first, _ = experiment.open_run(settings, plan, None, False)
     second, _ = experiment.open_run(settings, plan, None, False)
     assert first != second and first.is_dir() and second.is_dir()
@@ -231,14 +233,15 @@ def test_a_dry_run_shows_servers_and_one_client_line_per_point(tmp_path: Path) -
 def test_a_resumed_dry_run_shows_only_the_points_still_missing(tmp_path: Path) -> None:
     settings = make(tmp_path, SIMULATE="true", BENCH_DATASET="random-ids",
                     BENCH_MAX_CONCURRENCY="8,32")  # fmt: skip
-    run_dir, meta = experiment.open_run(settings, run_modes(settings, ["agg", "pd"]),
+    run_dir, meta = experiment.open_run(settings, run_topologies(settings, modes=["agg", "pd"]),
                                         None, False)  # fmt: skip
     meta.save(run_dir)
     write_rows(run_dir / "agg.jsonl", ["agg_in512_out128_c8_rinf", "agg_in512_out128_c32_rinf"])
     write_rows(run_dir / "pd.jsonl", ["pd_in512_out128_c8_rinf"])
     before = sorted(p.name for p in run_dir.iterdir())
     lines = experiment.describe_compare(settings, ["agg", "pd"], resume=run_dir.name)
-    assert lines[0] == f"# agg: every point is already measured in {run_dir / 'agg.jsonl'}"
+    shown = [line for line in lines if not line.startswith("## ")]
+    assert shown[0] == f"# agg: every point is already measured in {run_dir / 'agg.jsonl'}"
     assert not any("sglang-agg" in line for line in lines)  # no server for a finished mode
     assert [line.split("\n")[0] for line in lines if line.startswith("# bench ")] == [
         "# bench pd_in512_out128_c32_rinf"]
@@ -287,6 +290,7 @@ def test_a_run_record_of_the_first_layout_loads_into_the_types() -> None:
     assert record is not None and record.schema_ == 1
     assert [(m.name, m.kind, m.gpus, m.prefill, m.decode) for m in record.modes] == [
         ("agg", "agg", 1, 0, 0), ("pd", "pd", 2, 1, 1)]
+    assert [m.topology.name for m in record.modes] == ["agg", "pd"]
     assert record.workload is not None and record.workload.num_prompts == 40
     assert math.isinf(record.workload.request_rate[0])
     assert record.setup and record.setup["SIMULATE"] is True

@@ -152,10 +152,10 @@ def test_empty_ib_device_means_no_device(tmp_path: Path) -> None:
 
 def test_env_file_quotes_comments_and_export(tmp_path: Path) -> None:
     text = ('export MODEL_PATH="/models/my model"  # a comment\n'
-            "# BENCH_NUM_PROMPTS=1\nEXTRA_SERVER_ARGS='--tp-size 2'\n")  # fmt: skip
+            "# BENCH_NUM_PROMPTS=1\nEXTRA_SERVER_ARGS='--max-running-requests 2'\n")  # fmt: skip
     s = load_settings(env_file(tmp_path, text), {}).settings
     assert (s.model_path, s.extra_server_args, s.bench_num_prompts) == (
-        "/models/my model", "--tp-size 2", 200)
+        "/models/my model", "--max-running-requests 2", 200)
 
 
 def test_unparsable_env_line_names_file_line_and_key(tmp_path: Path) -> None:

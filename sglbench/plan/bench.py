@@ -55,5 +55,26 @@ def bench_args(
         args += ["--tokenizer", settings.tokenizer_path]
     if settings.bench_rust_client:
         args.append("--rust-client")
+    args += goodput_args(settings)
     args += shlex.split(settings.bench_extra_args)
     return args
+
+
+def slo_targets(settings: Settings) -> dict[str, float]:
+    """The client's goodput targets in ms, by its keys (ttft, tpot, e2el).
+
+    BENCH_SLO_ITL_MS becomes the ``tpot`` target: the client checks a per-token target only on
+    each request's TPOT (its mean inter-token time), and the report says so.
+    """
+    targets = {"ttft": settings.bench_slo_ttft_ms,
+               "tpot": settings.bench_slo_tpot_ms or settings.bench_slo_itl_ms,
+               "e2el": settings.bench_slo_e2e_ms}  # fmt: skip
+    return {k: v for k, v in targets.items() if v is not None}
+
+
+def goodput_args(settings: Settings) -> list[str]:
+    """``--goodput ttft:MS tpot:MS e2el:MS`` when any SLO is set, else nothing."""
+    targets = slo_targets(settings)
+    if not targets:
+        return []
+    return ["--goodput", *(f"{k}:{v:g}" for k, v in targets.items())]

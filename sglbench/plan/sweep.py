@@ -1,8 +1,11 @@
 """Pure builders: the sweep points of a run, their tags, and the workload they share.
 
-A sweep is the cross product of the BENCH_* lists. A point's tag names its result row:
-``<mode>_<label>`` in a compare run (``pd_in512_out128_c64_rinf``), ``TAG`` or ``TAG_<label>``
-for ``invoke bench --tag TAG``.
+A sweep is the cross product of the BENCH_* lists, measured BENCH_REPEATS times (the whole
+sweep once, then again: drift over time shows in the spread). A point's tag names its result
+row: ``<mode>_<label>`` in a compare run (``pd_in512_out128_c64_rinf``), ``TAG`` or
+``TAG_<label>`` for ``invoke bench --tag TAG``; a repeat adds ``_rep<k>`` (k from 2). Repeats
+use the same seed, so they send the same prompts: the spread is the serving system's run-to-run
+noise, not the workload's.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sglbench.errors import ConfigError
 from sglbench.record.schema import Workload
@@ -27,18 +30,24 @@ class SweepPoint:
     output_len: int
     max_concurrency: int
     request_rate: float
+    repeat: int = 1
 
     @property
     def label(self) -> str:
-        """Short stable name, e.g. ``in512_out128_c200_rinf``."""
+        """Short stable name of the workload, e.g. ``in512_out128_c200_rinf``."""
         rate = "inf" if math.isinf(self.request_rate) else f"{self.request_rate:g}"
         return f"in{self.input_len}_out{self.output_len}_c{self.max_concurrency}_r{rate}"
+
+    @property
+    def suffix(self) -> str:
+        """What a repeat adds to the tag: ``""`` for the first, ``_rep2`` ... after."""
+        return "" if self.repeat == 1 else f"_rep{self.repeat}"
 
 
 def sweep_points(settings: Settings) -> list[SweepPoint]:
     """Cross product of BENCH_INPUT_LEN x BENCH_OUTPUT_LEN x BENCH_MAX_CONCURRENCY x RATE.
 
-    Each point once, in first-seen order.
+    Each point once per repeat, in first-seen order; the whole sweep, then its repeats.
     """
     product = itertools.product(
         settings.bench_input_len,
@@ -46,17 +55,18 @@ def sweep_points(settings: Settings) -> list[SweepPoint]:
         settings.bench_max_concurrency,
         settings.bench_request_rate,
     )
-    return list(dict.fromkeys(SweepPoint(i, o, c, r) for i, o, c, r in product))
+    once = list(dict.fromkeys(SweepPoint(i, o, c, r) for i, o, c, r in product))
+    return [replace(p, repeat=k) for k in range(1, settings.bench_repeats + 1) for p in once]
 
 
 def point_tag(mode: str, point: SweepPoint) -> str:
     """The tag of a compare point's row: ``<mode>_<label>``."""
-    return f"{mode}_{point.label}"
+    return f"{mode}_{point.label}{point.suffix}"
 
 
 def bench_tag(tag: str, point: SweepPoint, single: bool) -> str:
     """The tag of an ``invoke bench --tag`` row: ``tag`` for a lone point, else ``tag_<label>``."""
-    return tag if single else f"{tag}_{point.label}"
+    return (tag if single else f"{tag}_{point.label}") + point.suffix
 
 
 def check_tag(tag: str) -> None:

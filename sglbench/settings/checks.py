@@ -60,6 +60,7 @@ BENCH_FLAGS: dict[str, str] = {
     "--disable-ignore-eos": "BENCH_IGNORE_EOS",
     "--tokenizer": "TOKENIZER_PATH",
     "--rust-client": "BENCH_RUST_CLIENT",
+    "--goodput": "BENCH_SLO_TTFT_MS/BENCH_SLO_ITL_MS/BENCH_SLO_TPOT_MS/BENCH_SLO_E2E_MS",
     "--base-url": "the bench task (agg or router URL)",
     "--output-file": "RESULTS_DIR and --tag",
     "--tag": "the bench task's --tag",
@@ -94,6 +95,7 @@ def check_cross_fields(settings: Settings) -> None:
         check_listeners(settings, parse_topology(item, settings.role_tp()))
     _check_extra_args(settings)
     _check_docker_bind(settings)
+    _check_slos(settings)
     if settings.simulate:
         _check_sim_args(settings)
 
@@ -179,3 +181,20 @@ def _check_docker_bind(s: Settings) -> None:
         raise ConfigError(f"SERVER_BIND_HOST={s.server_bind_host}: agg in a container is "
                           "reached through a port mapping, so it must listen on 0.0.0.0; unset "
                           "SERVER_BIND_HOST (or use AGG_RUNTIME=process)")
+
+
+def _check_slos(s: Settings) -> None:
+    """SLO keys that cannot work together, and a search that has no target to search for."""
+    if s.bench_slo_itl_ms is not None and s.bench_slo_tpot_ms is not None:
+        raise ConfigError("BENCH_SLO_ITL_MS and BENCH_SLO_TPOT_MS: the client checks both on "
+                          "each request's TPOT; set only one of them")
+    has_slo = any(v is not None for v in (s.bench_slo_ttft_ms, s.bench_slo_itl_ms,
+                                          s.bench_slo_tpot_ms, s.bench_slo_e2e_ms))
+    if has_slo and s.bench_rust_client:
+        raise ConfigError("BENCH_RUST_CLIENT=true with an SLO: SGLang's Rust client ignores "
+                          "--goodput (no attainment in its rows); use the Python client or drop "
+                          "the BENCH_SLO_* keys")
+    if s.bench_capacity_search and not has_slo:
+        raise ConfigError("BENCH_CAPACITY_SEARCH=true: a capacity search needs a target; set "
+                          "BENCH_SLO_TTFT_MS, BENCH_SLO_ITL_MS, BENCH_SLO_TPOT_MS or "
+                          "BENCH_SLO_E2E_MS")

@@ -228,7 +228,8 @@ class Settings(BaseModel):
                                            description="share of requests that must meet "
                                            "every target")
     bench_repeats: int = Field(1, ge=1, le=20, alias="BENCH_REPEATS",
-                               description="measure each point k times (seed BENCH_SEED+i)")
+                               description="measure each point k times (same seed: the "
+                               "spread is the system's noise)")
     bench_capacity_search: bool = Field(False, alias="BENCH_CAPACITY_SEARCH",
                                         description="per topology: the highest Poisson rate "
                                         "meeting the SLOs (needs an SLO)")

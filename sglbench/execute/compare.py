@@ -16,16 +16,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from sglbench.errors import BenchError, ConfigError
-from sglbench.execute import deploy
+from sglbench.execute import capacity, deploy
 from sglbench.execute.bench import (
     PointResult,
     client_argv,
     failure_message,
     results_table,
+    run_point,
     run_points,
     shell_line,
     start_worker,
@@ -33,12 +35,14 @@ from sglbench.execute.bench import (
 from sglbench.execute.client_worker import BenchWorker, PointOutcome
 from sglbench.execute.provenance import new_record, secrets_of, server_infos
 from sglbench.execute.target import Target
+from sglbench.plan.bench import goodput_args, slo_targets
 from sglbench.plan.client import ClientSetup, client_setup, planned_client
 from sglbench.plan.router import router_spec
 from sglbench.plan.servers import server_specs
 from sglbench.plan.sweep import SweepPoint, point_tag, setup_of, sweep_points, workload_of
 from sglbench.plan.topology import run_topologies, unequal_budget
 from sglbench.record import jsonl
+from sglbench.record.accounting import per_gpu
 from sglbench.record.schema import (
     ModeRecord,
     PointRecord,
@@ -86,7 +90,15 @@ def point_record(mode: Topology, result: PointResult, *, num_prompts: int,
         started=result.started, ended=now() if measured else None, log=str(log),
         note=None if measured else "row written just before an interrupt; client CPU not "
         "recorded",
+        gpus=mode.gpus, slo_attainment=_attainment(result.row),
+        capacity_search=result.point.capacity,
+        **(per_gpu(result.row, mode) if result.ok and result.row else {}),
     )  # fmt: skip
+
+
+def _attainment(row: dict[str, Any] | None) -> float | None:
+    value = (row or {}).get("slo_attainment")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _new_run_dir(settings: Settings) -> tuple[str, Path]:
@@ -161,7 +173,9 @@ class _Run:
         if len(todo) < len(points):
             self.console.print(f"{mode.name}: {len(points) - len(todo)} point(s) already "
                                "measured, skipped")
-        if not todo:
+        searches = capacity.pending(self.settings, mode, out)
+        if not todo and not searches:
+            self._keep_capacity(mode, out)
             return
         if self.worker is None:  # importing the client overlaps with the server start
             self.worker = start_worker(self.settings, self.client,
@@ -173,8 +187,13 @@ class _Run:
             self.save()
             with self.console.status("loading SGLang's bench client ..."):
                 self.worker.wait_ready()
-            self._measure(mode, Target(base_url, mode.kind == "pd", mode.name), todo, out)
+            target = Target(base_url, mode.kind == "pd", mode.name)
+            if todo:
+                self._measure(mode, target, todo, out)
+            for workload in searches:
+                self._search(mode, target, workload, out)
         finally:
+            self._keep_capacity(mode, out)
             # Only what this run started: servers of other runs (other ports) keep running.
             deploy.down(self.settings, self.console, run_id=self.record.run_id)
 
@@ -197,6 +216,34 @@ class _Run:
                    tag_of=lambda p: point_tag(mode.name, p), output_file=out,
                    logs=self.run_dir / "logs", console=self.console, title=mode.name,
                    on_result=lambda r: self._record(mode, r))
+
+    def _search(self, mode: Topology, target: Target, workload: tuple[int, int],
+                out: Path) -> None:
+        """One SLO capacity search: a point at a time, each kept like a sweep point."""
+        assert self.worker is not None
+        worker = self.worker
+
+        def measure(point: SweepPoint) -> PointResult:
+            tag = point_tag(mode.name, point)
+            self.console.print(f"{mode.name}: capacity search, {point.request_rate:g} req/s")
+            result = run_point(worker, self.settings, self.client, target=target, point=point,
+                               tag=tag, output_file=out, log=self.run_dir / "logs" / f"{tag}.log")
+            self._record(mode, result)
+            return result
+
+        found = capacity.run_search(self.settings, mode, workload, out, measure)
+        shown = f"{found.rate:g} req/s" if found.rate is not None else "none of the rates tried"
+        self.console.print(f"{mode.name}: capacity under the SLOs, in {workload[0]} / out "
+                           f"{workload[1]}: {shown} after {found.points} point(s)")
+
+    def _keep_capacity(self, mode: Topology, out: Path) -> None:
+        """The record's capacity answers of ``mode``, from its file (also after a resume)."""
+        if not self.settings.bench_capacity_search:
+            return
+        answers = capacity.records(self.settings, mode, out, slo_targets(self.settings))
+        self.record.capacity = [c for c in self.record.capacity if c.mode != mode.name]
+        self.record.capacity += answers
+        self.save()
 
     def _record(self, mode: Topology, result: PointResult) -> bool:
         """Keep the point (record saved at once); True: a compare goes on after a failure."""
@@ -261,6 +308,12 @@ def describe_compare(settings: Settings, modes: Sequence[str] = (), resume: str 
             argv = client_argv(settings, client, target=target, tag=tag, output_file=out,
                                point=point)
             lines.append(f"# bench {tag}\n{shell_line(client, argv)}")
+        for workload in capacity.pending(settings, mode, out):
+            lines.append(f"## {mode.name}: capacity search in {workload[0]} / out "
+                         f"{workload[1]}: Poisson rates from "
+                         f"{settings.bench_capacity_start_rate * mode.gpus:g} req/s, at most "
+                         f"{settings.bench_capacity_points} points, no concurrency cap, "
+                         f"{' '.join(goodput_args(settings))}")
     return lines
 
 

@@ -31,12 +31,14 @@ class SweepPoint:
     max_concurrency: int
     request_rate: float
     repeat: int = 1
+    capacity: bool = False  # a point of the SLO capacity search (its rate chosen by the search)
 
     @property
     def label(self) -> str:
         """Short stable name of the workload, e.g. ``in512_out128_c200_rinf``."""
-        rate = "inf" if math.isinf(self.request_rate) else f"{self.request_rate:g}"
-        return f"in{self.input_len}_out{self.output_len}_c{self.max_concurrency}_r{rate}"
+        rate = "inf" if math.isinf(self.request_rate) else f"{self.request_rate:.4g}"
+        cap = "_cap" if self.capacity else ""
+        return f"in{self.input_len}_out{self.output_len}_c{self.max_concurrency}_r{rate}{cap}"
 
     @property
     def suffix(self) -> str:

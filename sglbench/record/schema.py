@@ -115,6 +115,32 @@ class PointRecord(_Record):
     ended: str | None = None
     log: str = ""
     note: str | None = None
+    # Per-role accounting at this point (InferenceX's way): the point's throughput divided by
+    # the GPUs of the role that produced it; agg counts every GPU for both.
+    gpus: int | None = None
+    output_tok_s_per_decode_gpu: float | None = None
+    input_tok_s_per_prefill_gpu: float | None = None
+    total_tok_s_per_gpu: float | None = None
+    tok_s_per_user: float | None = None  # 1000 / mean TPOT: one user's output speed
+    slo_attainment: float | None = None  # share of requests meeting every SLO (the client's)
+    capacity_search: bool = False  # a point of the SLO capacity search
+
+
+class CapacityRecord(_Record):
+    """The answer of one SLO capacity search: a topology's highest rate meeting the SLOs."""
+
+    mode: str
+    gpus: int
+    input_len: int
+    output_len: int
+    rate: float | None  # req/s; None: not even the lowest rate tried met the target
+    attainment: float | None
+    above: float | None  # the lowest rate that missed it (None: none missed)
+    points: int
+    converged: bool
+    slos_ms: dict[str, float]  # the client's goodput keys: ttft, tpot, e2el
+    target_attainment: float
+    done: bool  # False: interrupted before the search finished (resume goes on)
 
 
 class WorkloadChange(_Record):
@@ -149,6 +175,7 @@ class RunRecord(_Record):
     interrupted: bool = False
     resumed: list[str] = Field(default_factory=list)
     points: list[PointRecord] = Field(default_factory=list)
+    capacity: list[CapacityRecord] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 

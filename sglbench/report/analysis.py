@@ -20,7 +20,8 @@ from sglbench.results.load import records
 # A figure panel holds the points whose workload differs only in concurrency.
 PANEL_KEY = tuple(c for c in WORKLOAD_KEY if c != "max_concurrency")
 METRICS = (
-    "output_throughput", "total_throughput", "request_throughput",
+    "output_throughput", "total_throughput", "request_throughput", "input_throughput",
+    "request_goodput", "slo_attainment",
     "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "mean_itl_ms", "median_itl_ms",
     "p99_itl_ms", "mean_tpot_ms", "mean_e2e_ms", "p99_e2e_ms", "total_input_tokens",
     "total_output_tokens", "completed", "failed",
@@ -35,15 +36,25 @@ RATIO_METRICS = {
 }
 
 
+# Metrics whose spread over repeats the report shows (and the verdict weighs).
+SPREAD_METRICS = ("output_throughput", "total_throughput", "request_goodput", "p99_itl_ms",
+                  "p99_ttft_ms")  # fmt: skip
+
+
 def measured_points(df: pd.DataFrame) -> pd.DataFrame:
     """One row per series (mode, or mode and run when a mode comes from several runs) and workload.
 
-    Repeated measurements of the same point are averaged (``repeats`` counts them). Adds
-    ``series``, ``panel`` (a label of the workload without concurrency), ``concurrency`` (the
-    concurrency cap, or the prompt count when there was none), ``output_per_gpu`` and
-    ``tokens_per_user`` (1000 / mean TPOT, or mean ITL when TPOT is missing).
+    Repeated measurements of the same point are averaged (``repeats`` counts them; ``<metric>_std``
+    is their standard deviation, 0 for one measurement). Capacity-search points are left out
+    (``capacity_points`` has them). Adds ``series``, ``panel`` (a label of the workload without
+    concurrency), ``concurrency`` (the concurrency cap, or the prompt count when there was none),
+    the per-role accounting (``output_per_gpu`` = output tok/s per decode GPU, agg: per GPU;
+    ``input_per_prefill_gpu``; ``total_per_gpu``), ``goodput_per_gpu`` (the client's good
+    requests/s per GPU) and ``tokens_per_user`` (1000 / mean TPOT, or mean ITL without TPOT).
     """
-    frame = df.copy()
+    frame = df[~df["capacity_search"].astype(bool)].copy()
+    if frame.empty:
+        frame = df.iloc[0:0].copy()
     runs_per_mode = frame.groupby("mode")["run_id"].nunique(dropna=False)
     frame["series"] = [
         f"{m} ({r})" if runs_per_mode[m] > 1 and pd.notna(r) else str(m)
@@ -55,17 +66,35 @@ def measured_points(df: pd.DataFrame) -> pd.DataFrame:
     grouped = frame.groupby(["series", "wkey"], sort=False)
     points = grouped.first()
     points[list(METRICS)] = grouped[list(METRICS)].mean()
+    for metric in SPREAD_METRICS:
+        points[f"{metric}_std"] = grouped[metric].std(ddof=1).fillna(0.0)
     points["repeats"] = grouped.size()
     points["simulated"] = grouped["simulated"].any()
     points["tags"] = grouped["tag"].agg(lambda s: ", ".join(sorted(set(map(str, s)))))
     points = points.reset_index()
     points["concurrency"] = points["max_concurrency"].fillna(points["num_prompts"])
     points["panel"] = [panel_label(r) for r in records(points)]
-    points["output_per_gpu"] = points["output_throughput"] / points["gpus"]
+    add_accounting(points)
     per_token = points["mean_tpot_ms"].where(points["mean_tpot_ms"] > 0, points["mean_itl_ms"])
     points["tokens_per_user"] = 1000.0 / per_token.where(per_token > 0)
     order = ["panel", "series", "concurrency"]
     return points.sort_values(order, key=_natural).reset_index(drop=True)
+
+
+def add_accounting(points: pd.DataFrame) -> None:
+    """Per-role accounting columns (see ``measured_points``), in place."""
+    points["output_per_gpu"] = points["output_throughput"] / points["decode_gpus"]
+    points["input_per_prefill_gpu"] = points["input_throughput"] / points["prefill_gpus"]
+    points["total_per_gpu"] = points["total_throughput"] / points["gpus"]
+    points["goodput_per_gpu"] = points["request_goodput"] / points["gpus"]
+
+
+def capacity_points(df: pd.DataFrame) -> pd.DataFrame:
+    """The points of SLO capacity searches, one row each, with ``series`` and accounting."""
+    frame = df[df["capacity_search"].astype(bool)].copy()
+    frame["series"] = frame["mode"].astype(str)
+    add_accounting(frame)
+    return frame.sort_values(["series", "request_rate"]).reset_index(drop=True)
 
 
 def panel_label(row: dict[str, Any]) -> str:
@@ -131,25 +160,38 @@ def _on_front(row: dict[str, Any], panel: list[dict[str, Any]]) -> bool:
     return True
 
 
-def goodput(points: pd.DataFrame, slo_ttft_ms: float | None, slo_itl_ms: float | None) -> pd.Series:
-    """Output tok/s per GPU of points that meet the SLOs at p99, 0 for points that do not.
+def per_request_goodput(points: pd.DataFrame) -> bool:
+    """True when the rows carry the client's per-request attainment (``--goodput``)."""
+    return bool(points["slo_attainment"].notna().any())
 
-    The JSONL rows hold percentiles, not per-request latencies, so a point meets the SLOs when
-    its p99 TTFT and p99 ITL are within them (at least 99% of requests met each one).
+
+def goodput(points: pd.DataFrame, slo_ttft_ms: float | None, slo_itl_ms: float | None,
+            attainment: float = 0.9) -> pd.Series:
+    """Good requests/s per GPU at points that meet the SLOs, 0 at points that do not.
+
+    With the client's per-request attainment in the rows: a point meets the SLOs when at least
+    ``attainment`` of its requests met every target, and its goodput is the client's
+    ``request_goodput`` (requests/s that met them) per GPU. Rows without it (older runs, no
+    ``--goodput``): a point meets the SLOs when its p99 TTFT and p99 ITL are within them, and its
+    goodput is then its request throughput per GPU.
     """
+    if per_request_goodput(points):
+        meets = points["slo_attainment"] >= attainment
+        return points["goodput_per_gpu"].where(meets, 0.0).fillna(0.0)
     meets = pd.Series(True, index=points.index)
     if slo_ttft_ms is not None:
         meets &= points["p99_ttft_ms"] <= slo_ttft_ms
     if slo_itl_ms is not None:
         meets &= points["p99_itl_ms"] <= slo_itl_ms
-    return points["output_per_gpu"].where(meets, 0.0)
+    return (points["request_throughput"] / points["gpus"]).where(meets, 0.0)
 
 
 def best_goodput(
-    points: pd.DataFrame, slo_ttft_ms: float | None, slo_itl_ms: float | None
+    points: pd.DataFrame, slo_ttft_ms: float | None, slo_itl_ms: float | None,
+    attainment: float = 0.9,
 ) -> pd.DataFrame:
     """Per panel and series: the highest goodput per GPU and the concurrency that reached it."""
-    frame = points.assign(goodput_per_gpu=goodput(points, slo_ttft_ms, slo_itl_ms))
+    frame = points.assign(goodput_per_gpu=goodput(points, slo_ttft_ms, slo_itl_ms, attainment))
     rows: list[dict[str, Any]] = []
     for (panel, series), group in frame.groupby(["panel", "series"], sort=False):
         best = group.sort_values("goodput_per_gpu", ascending=False, kind="stable").iloc[0]

@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from sglbench.report.analysis import goodput
+from sglbench.report.analysis import goodput, per_request_goodput
 from sglbench.report.tables import summary_table
 
 BY_TAG_FILES = ("throughput_by_tag.png", "e2e_latency_by_tag.png")
@@ -92,7 +92,8 @@ def series_colors(points: pd.DataFrame) -> dict[str, str]:
 
 
 def plot_sweeps(
-    points: pd.DataFrame, out_dir: Path, slo_ttft_ms: float | None, slo_itl_ms: float | None
+    points: pd.DataFrame, out_dir: Path, slo_ttft_ms: float | None, slo_itl_ms: float | None,
+    attainment: float = 0.9,
 ) -> dict[str, Path]:
     """Write the report's figures: one panel per workload, one line per series.
 
@@ -114,9 +115,11 @@ def plot_sweeps(
                    _pareto),
     }  # fmt: skip
     if slo_ttft_ms is not None or slo_itl_ms is not None:
-        frame = points.assign(goodput_per_gpu=goodput(points, slo_ttft_ms, slo_itl_ms))
-        title = f"Goodput per GPU under SLOs ({_slo_text(slo_ttft_ms, slo_itl_ms)}, at p99)"
-        figures["goodput"] = (title, "output tok/s per GPU meeting SLOs", _line("goodput_per_gpu"))
+        frame = points.assign(goodput_per_gpu=goodput(points, slo_ttft_ms, slo_itl_ms,
+                                                      attainment))  # fmt: skip
+        how = (f"{attainment:.0%} of requests" if per_request_goodput(points) else "at p99")
+        title = f"Goodput per GPU under SLOs ({_slo_text(slo_ttft_ms, slo_itl_ms)}, {how})"
+        figures["goodput"] = (title, "good requests / s per GPU", _line("goodput_per_gpu"))
     else:
         frame = points
     colors = series_colors(points)

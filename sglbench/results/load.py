@@ -48,7 +48,8 @@ COLUMNS = (
     "duration_s", "completed", "failed", "total_input_tokens", "total_output_tokens",
     "request_throughput", "input_throughput", "output_throughput", "total_throughput",
     *LATENCY_COLUMNS, "measured_concurrency", "request_goodput", "slo_attainment",
-    "server_version", "simulated", "gpus", "gpus_source", "client_limited",
+    "server_version", "simulated", "gpus", "prefill_gpus", "decode_gpus", "gpus_source",
+    "client_limited", "goodput_slos", "capacity_search",
 )  # fmt: skip
 
 
@@ -129,6 +130,7 @@ def normalise_row(record: Mapping[str, Any], ctx: _FileContext, lineno: int) -> 
     point = run.point(tag) if run else None
     num_prompts, failed = _prompt_counts(record, ctx, tag, workload, point)
     gpus, gpus_source = gpus_for_mode(mode, run)
+    prefill_gpus, decode_gpus = _role_gpus(mode, run, gpus)
     row: dict[str, Any] = {
         "tag": tag, "mode": mode, "run_id": ctx.run_id, "file": ctx.path.name,
         "path": str(ctx.path), "line": lineno, "backend": record.get("backend"),
@@ -145,8 +147,11 @@ def normalise_row(record: Mapping[str, Any], ctx: _FileContext, lineno: int) -> 
         "measured_concurrency": _float(record.get("concurrency")),
         "server_version": _server_version(record.get("server_info")),
         "simulated": is_simulated(record.get("server_info"), run),
-        "gpus": gpus, "gpus_source": gpus_source,
+        "gpus": gpus, "prefill_gpus": prefill_gpus, "decode_gpus": decode_gpus,
+        "gpus_source": gpus_source,
         "client_limited": point.client_limited if point else None,
+        "goodput_slos": _slos(record.get("goodput_slos_ms")),
+        "capacity_search": bool(point and point.capacity_search),
     }  # fmt: skip
     for key in ("total_input_tokens", "total_output_tokens"):
         row[key] = int(record.get(key) or 0)
@@ -196,6 +201,23 @@ def gpus_for_mode(mode: str, run: RunRecord | None) -> tuple[int, str]:
         return shape.gpus, "assumed"
     # The reference pd_intra runs put prefill and decode on one GH200.
     return (1, "assumed") if mode in ("agg", "pd_intra") else (2, "assumed")
+
+
+def _role_gpus(mode: str, run: RunRecord | None, gpus: int) -> tuple[int, int]:
+    """GPUs of the prefill and of the decode workers; agg does both on all of its GPUs."""
+    recorded = run.mode(mode) if run else None
+    topology = recorded.topology if recorded is not None else parse_mode_name(mode)
+    if topology is None or topology.kind == "agg":
+        return gpus, gpus
+    return topology.prefill_gpus, topology.decode_gpus
+
+
+def _slos(value: object) -> str | None:
+    """The row's goodput targets as one label, e.g. ``ttft<=200 tpot<=20`` (None: none)."""
+    if not isinstance(value, dict) or not value:
+        return None
+    return " ".join(f"{k}<={float(v):g}ms" for k, v in value.items()
+                    if isinstance(v, int | float))  # fmt: skip
 
 
 def is_simulated(server_info: object, run: RunRecord | None) -> bool:

@@ -102,7 +102,8 @@ def test_bench_detects_pd_behind_the_router(tmp_path: Path) -> None:
     settings = loopback_settings(tmp_path, BENCH_MAX_CONCURRENCY="8")
     console, _ = recording_console()
     try:
-        url = deploy.up_mode(settings, "pd", run_id="test-bench-pd", console=console)
+        url = deploy.up_mode(settings, settings.topology("pd"), run_id="test-bench-pd",
+                             console=console)
         prefill = server_specs(settings, "prefill")[0].url
         assert detect_pd(url) and detect_pd(prefill)
         assert detect_target(settings, None, "auto") == Target(url, True, "router")

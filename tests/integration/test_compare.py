@@ -87,7 +87,7 @@ def test_compare_sweeps_both_modes_with_one_workload(tmp_path: Path) -> None:
     assert [r["total_input_tokens"] for r in agg] == [r["total_input_tokens"] for r in pd]
     meta = metadata(run_dir)
     assert meta["workload"]["num_prompts"] == 16 and meta["simulated"] is True
-    assert meta["gpus_per_mode"] == {"agg": 1, "pd": 2} and meta["ended"]
+    assert {m["name"]: m["gpus"] for m in meta["modes"]} == {"agg": 1, "pd": 2} and meta["ended"]
     assert {k: v.get("disaggregation_mode") for k, v in meta["servers"].items()} == {
         "agg": "null", "prefill": "prefill", "decode": "decode"}
     assert [p["tag"] for p in meta["points"]] == TAGS["agg"] + TAGS["pd"]
@@ -183,7 +183,7 @@ def test_compare_xpyd_runs_every_decode_worker(tmp_path: Path) -> None:
     (row,) = rows(run_dir / "pd_1p2d.jsonl")
     assert row["tag"] == "pd_1p2d_in64_out16_c8_rinf" and row["completed"] == 16
     meta = metadata(run_dir)
-    assert meta["gpus_per_mode"] == {"pd_1p2d": 3}
+    assert {m["name"]: m["gpus"] for m in meta["modes"]} == {"pd_1p2d": 3}
     assert {"prefill", "decode-0", "decode-1"} <= set(meta["servers"])
     # The router spread the requests over both decode workers (warmup included).
     assert len(served) == 1 and all(n > 0 for n in served[0]) and sum(served[0]) >= 16

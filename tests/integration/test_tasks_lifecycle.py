@@ -145,11 +145,11 @@ def test_pd_with_the_rust_router_foreground_then_detached(project: Project) -> N
 def test_a_server_that_dies_while_starting_fails_at_once_with_its_log(project: Project) -> None:
     start = time.monotonic()
     # A flag the server rejects: it exits with status 2 during startup.
-    done = project.invoke("agg", "--set", "AGG_EXTRA_ARGS=--tp-size x")
+    done = project.invoke("agg", "--set", "AGG_EXTRA_ARGS=--chunked-prefill-size x")
     assert done.returncode == 1
     assert done.stderr.startswith("error: sglang-agg at http://127.0.0.1:")
     assert "exited (exit code 2) before it was ready; last log lines:" in done.stderr
-    assert "  | " in done.stderr and "--tp-size" in done.stderr  # the server's own complaint
+    assert "  | " in done.stderr and "--chunked-prefill-size" in done.stderr  # its complaint
     assert time.monotonic() - start < 30
     assert project.pids() == {}
 

@@ -18,7 +18,7 @@ import pytest
 import tasks
 from sglbench.plan.bench import BENCH_MODULE
 from sglbench.settings import KEYS
-from tests.conftest import REPO, free_port, offline_env
+from tests.conftest import REPO, free_ports, offline_env
 
 INVOKE = [sys.executable, "-m", "invoke"]
 TASKS = {"setup", "config", "agg", "prefill", "decode", "pd-router", "bench", "plot", "report",
@@ -38,11 +38,13 @@ class Ran:
 def env_file(tmp_path: Path) -> Path:
     """A .env on loopback with the run directory inside the test's tmp dir."""
     path = tmp_path / "test.env"
+    # Chosen together: ports picked one by one may repeat, and a repeat is a (correct) error.
+    agg, prefill, decode, router, metrics, bootstrap = free_ports(6)
     path.write_text(
         "SIMULATE=true\nRUNTIME=process\nAGG_HOST=127.0.0.1\nPREFILL_HOST=127.0.0.1\nDECODE_HOST=127.0.0.1\n"
-        f"AGG_PORT={free_port()}\nPREFILL_PORT={free_port()}\nDECODE_PORT={free_port()}\n"
-        f"ROUTER_PORT={free_port()}\nROUTER_PROMETHEUS_PORT={free_port()}\n"
-        f"BOOTSTRAP_PORT={free_port()}\nRUN_DIR={tmp_path / 'run'}\n"
+        f"AGG_PORT={agg}\nPREFILL_PORT={prefill}\nDECODE_PORT={decode}\n"
+        f"ROUTER_PORT={router}\nROUTER_PROMETHEUS_PORT={metrics}\n"
+        f"BOOTSTRAP_PORT={bootstrap}\nRUN_DIR={tmp_path / 'run'}\n"
         f"RESULTS_DIR={tmp_path / 'results'}\n"
     )
     return path

@@ -260,9 +260,29 @@ def compare_task(settings: Settings, modes: str | None, resume: str, force: bool
         print_lines(compare.describe_compare(settings, mode_list, resume or None, force,
                                              topologies=topology_list, gpus=budget))
         return None
-    return compare.compare(settings, modes=mode_list, topologies=topology_list, gpus=budget,
-                           resume=resume or None, force=force, console=console(),
-                           table=table)  # fmt: skip
+    run_dir = compare.compare(settings, modes=mode_list, topologies=topology_list, gpus=budget,
+                              resume=resume or None, force=force, console=console(),
+                              table=table)  # fmt: skip
+    print_verdict(settings, run_dir)
+    return run_dir
+
+
+def slo_args(settings: Settings) -> tuple[float | None, float | None, float]:
+    """The report's SLOs: TTFT, the per-token target (TPOT or ITL) and the attainment share."""
+    per_token = settings.bench_slo_tpot_ms or settings.bench_slo_itl_ms
+    return settings.bench_slo_ttft_ms, per_token, settings.bench_slo_attainment
+
+
+def print_verdict(settings: Settings, run_dir: Path) -> None:
+    """The verdict of a run, in words (nothing when it measured one kind of topology only)."""
+    from sglbench.report import verdict_lines
+
+    ttft, per_token, attainment = slo_args(settings)
+    lines = verdict_lines([run_dir], ttft, per_token, attainment)
+    if lines:
+        console().print("[bold]verdict[/bold]")
+        for line in lines:
+            console().print(line, markup=False, highlight=False)
 
 
 def demo_task(settings: Settings, *, dry_run: bool) -> None:
@@ -275,8 +295,8 @@ def demo_task(settings: Settings, *, dry_run: bool) -> None:
     from sglbench.results.load import load_results
 
     print_summary(load_results([run_dir]), console(), title="Demo: agg vs PD on the simulator")
-    done = build_report([run_dir], run_dir / "report", settings.bench_slo_ttft_ms,
-                        settings.bench_slo_itl_ms, False)  # fmt: skip
+    ttft, per_token, attainment = slo_args(settings)
+    done = build_report([run_dir], run_dir / "report", ttft, per_token, False, attainment)
     print(f"report: {done.markdown}\nreport: {done.html}")
     for line in report_notes(done.findings, done.mismatches, done.simulated):
         print(line)
@@ -309,8 +329,8 @@ def report_task(settings: Settings, paths: Sets, out: str, force: bool, *,
         return
     from sglbench.report import build_report
 
-    done = build_report(inputs, out_dir, settings.bench_slo_ttft_ms, settings.bench_slo_itl_ms,
-                        force)  # fmt: skip
+    ttft, per_token, attainment = slo_args(settings)
+    done = build_report(inputs, out_dir, ttft, per_token, force, attainment)
     print(f"report: {done.markdown}\nreport: {done.html}")
     for line in report_notes(done.findings, done.mismatches, done.simulated):
         print(line)

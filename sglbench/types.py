@@ -186,7 +186,7 @@ def parse_topology(text: str, tp: dict[Role, int] | None = None) -> Topology:
         topo = Topology.disaggregated(int(match["p"]), int(match["d"]),
                                       given or own.get("prefill", 1),
                                       decode_tp or own.get("decode", 1))  # fmt: skip
-    if min(topo.agg or 1, topo.prefill or 1, topo.decode or 1, topo.agg_tp, topo.prefill_tp,
-           topo.decode_tp) < 1:  # fmt: skip
+    counts = [*topo.workers.values(), topo.agg_tp, topo.prefill_tp, topo.decode_tp]
+    if min(counts) < 1:
         raise ValueError(f"{text!r}: every count and TP size must be at least 1")
     return topo

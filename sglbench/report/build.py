@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -15,14 +16,23 @@ from sglbench.record.schema import RunRecord
 from sglbench.report.analysis import (
     RATIO_METRICS,
     best_goodput,
+    capacity_points,
     measured_points,
     pareto_front,
+    per_request_goodput,
     ratio_table,
+)
+from sglbench.report.capacity import (
+    capacity_section,
+    slo_description,
+    unequal_budget_detail,
+    verdict_section,
 )
 from sglbench.report.plots import plot_sweeps
 from sglbench.report.render import Banner, Document, Section, TableData, to_html, to_markdown
+from sglbench.report.verdict import verdicts
 from sglbench.results.checks import Finding, sanity_checks, workload_mismatches
-from sglbench.results.load import load_results
+from sglbench.results.load import load_results, records
 
 SIMULATED_TEXT = (
     "SIMULATED: some or all numbers in this report come from the sglbench simulator, not from "
@@ -33,10 +43,20 @@ MISMATCH_TEXT = (
     "anyway (forced). Read ratios with care; the differences are listed below."
 )
 GOODPUT_NOTE = (
-    "Goodput is computed per sweep point, not per request: the result rows hold latency "
-    "percentiles only, so a point counts as meeting the SLOs when its p99 TTFT and p99 ITL are "
-    "within them (at least 99% of its requests met each SLO), and its goodput is then its output "
-    "tok/s per GPU (else 0). The table shows the best such point per mode."
+    "Goodput per request, as SGLang's bench client measures it (`--goodput`): a request is good "
+    "when it met every target; a point meets the SLOs when at least {attainment:.0%} of its "
+    "requests were good, and its goodput is then the client's good requests/s per GPU (else 0). "
+    "An ITL target is checked on each request's TPOT (its mean inter-token time): the client has "
+    "no per-request ITL. The table shows the best such point per topology."
+)
+GOODPUT_P99_NOTE = (
+    "These rows carry no per-request attainment (no `--goodput`: an older run), so goodput is "
+    "per sweep point: a point counts as meeting the SLOs when its p99 TTFT and p99 ITL are "
+    "within them, and its goodput is then its requests/s per GPU (else 0)."
+)
+UNEQUAL_TEXT = (
+    "UNEQUAL GPU BUDGET: the topologies compared hold different numbers of GPUs ({detail}). "
+    "Per-GPU figures are comparable; latencies at the same load are not."
 )
 
 
@@ -50,6 +70,7 @@ class ReportPaths:
     findings: list[Finding]
     mismatches: list[str]
     simulated: bool
+    verdicts: list[str]
 
 
 def build_report(
@@ -58,6 +79,7 @@ def build_report(
     slo_ttft_ms: float | None,
     slo_itl_ms: float | None,
     force: bool = False,
+    attainment: float = 0.9,
 ) -> ReportPaths:
     """Write ``report.md``, ``report.html`` and the report's PNGs into ``out_dir``.
 
@@ -67,6 +89,7 @@ def build_report(
         slo_ttft_ms: TTFT SLO for goodput, or None.
         slo_itl_ms: ITL SLO for goodput, or None (no goodput section when both are None).
         force: compare modes even when their workloads differ (the report then says so).
+        attainment: the share of requests that must meet every SLO (BENCH_SLO_ATTAINMENT).
 
     Raises:
         ResultsError: no results, unreadable results, or differing workloads without ``force``.
@@ -81,7 +104,7 @@ def build_report(
         )
     findings = sanity_checks(df)
     points = measured_points(df)
-    images = plot_sweeps(points, out_dir, slo_ttft_ms, slo_itl_ms)
+    images = plot_sweeps(points, out_dir, slo_ttft_ms, slo_itl_ms, attainment)
     runs = _run_metadata(df)
     forced = bool(mismatches) or any(m.forced_mismatch for m in runs.values())
     simulated = bool(df["simulated"].any())
@@ -90,23 +113,48 @@ def build_report(
         doc.banners.append(Banner("simulated-banner", SIMULATED_TEXT))
     if forced:
         doc.banners.append(Banner("mismatch-banner", MISMATCH_TEXT))
+    unequal = unequal_budget_detail(points)
+    if unequal:
+        doc.banners.append(Banner("budget-banner", UNEQUAL_TEXT.format(detail=unequal)))
+    capacity = [c for run in runs.values() for c in run.capacity]
+    slo_text = slo_description(df, slo_ttft_ms, slo_itl_ms, attainment)
+    found = verdicts(points, capacity, attainment=attainment, slo_text=slo_text,
+                     simulated=simulated)  # fmt: skip
     doc.sections += [
+        verdict_section(found),
         _overview(df, points, inputs, runs),
         _findings_section(findings, mismatches, forced),
         _points_section(points),
         _ratio_section(points),
-        *_figure_sections(points, images, slo_ttft_ms, slo_itl_ms),
+        capacity_section(capacity_points(df), capacity, slo_text),
+        *_figure_sections(points, images, slo_ttft_ms, slo_itl_ms, attainment),
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown, page = out_dir / "report.md", out_dir / "report.html"
     markdown.write_text(to_markdown(doc), encoding="utf-8")
     page.write_text(to_html(doc), encoding="utf-8")
-    return ReportPaths(markdown, page, list(images.values()), findings, mismatches, simulated)
+    return ReportPaths(markdown, page, list(images.values()), findings, mismatches, simulated,
+                       [v.text for v in found])
+
+
+def verdict_lines(inputs: Sequence[Path], slo_ttft_ms: float | None, slo_itl_ms: float | None,
+                  attainment: float = 0.9) -> list[str]:
+    """The verdict of ``inputs`` in a few lines (what ``invoke compare`` prints at its end)."""
+    df = load_results(inputs)
+    points = measured_points(df)
+    runs = _run_metadata(df)
+    capacity = [c for run in runs.values() for c in run.capacity]
+    slo_text = slo_description(df, slo_ttft_ms, slo_itl_ms, attainment)
+    found = verdicts(points, capacity, attainment=attainment, slo_text=slo_text,
+                     simulated=bool(df["simulated"].any()))  # fmt: skip
+    unequal = unequal_budget_detail(points)
+    lines = [v.text for v in found]
+    return lines + ([UNEQUAL_TEXT.format(detail=unequal)] if unequal else [])
 
 
 def _figure_sections(
     points: pd.DataFrame, images: dict[str, Path], slo_ttft_ms: float | None,
-    slo_itl_ms: float | None,
+    slo_itl_ms: float | None, attainment: float,
 ) -> list[Section]:
     return [
         Section("Throughput", images=[
@@ -119,7 +167,7 @@ def _figure_sections(
             ("End-to-end latency vs concurrency", images["e2e"]),
         ]),
         _pareto_section(points, images["pareto"]),
-        _goodput_section(points, slo_ttft_ms, slo_itl_ms, images.get("goodput")),
+        _goodput_section(points, slo_ttft_ms, slo_itl_ms, images.get("goodput"), attainment),
     ]  # fmt: skip
 
 
@@ -186,23 +234,35 @@ def _findings_section(findings: list[Finding], mismatches: list[str], forced: bo
 
 def _points_section(points: pd.DataFrame) -> Section:
     columns = {
-        "output_throughput": "out tok/s", "total_throughput": "total tok/s",
-        "output_per_gpu": "out tok/s/GPU", "median_ttft_ms": "TTFT p50 ms",
-        "p99_ttft_ms": "TTFT p99 ms", "median_itl_ms": "ITL p50 ms", "p99_itl_ms": "ITL p99 ms",
+        "total_throughput": "total tok/s", "output_per_gpu": "out tok/s/decode GPU",
+        "input_per_prefill_gpu": "in tok/s/prefill GPU", "total_per_gpu": "total tok/s/GPU",
+        "median_ttft_ms": "TTFT p50 ms", "p99_ttft_ms": "TTFT p99 ms",
+        "median_itl_ms": "ITL p50 ms", "p99_itl_ms": "ITL p99 ms",
         "mean_e2e_ms": "E2E mean ms", "tokens_per_user": "tok/s/user",
     }  # fmt: skip
     rows = [
-        [str(r["series"]), str(r["panel"]), number(r["concurrency"], 0)]
+        [str(r["series"]), str(r["panel"]), number(r["concurrency"], 0), number(r["gpus"], 0),
+         _with_spread(r, "output_throughput")]
         + [number(r[c]) for c in columns]
-        + ["yes" if r["simulated"] else "no", str(r["tags"])]
-        for r in points.to_dict("records")
-    ]
-    headers = ["series", "workload", "conc", *columns.values(), "simulated", "tags"]
+        + [str(r["repeats"]), "yes" if r["simulated"] else "no", str(r["tags"])]
+        for r in records(points)
+    ]  # fmt: skip
+    headers = ["series", "workload", "conc", "GPUs", "out tok/s", *columns.values(), "repeats",
+               "simulated", "tags"]  # fmt: skip
     return Section(
         "Results per sweep point",
-        paragraphs=["Repeated measurements of one point are averaged; tags name the runs."],
+        paragraphs=["Repeated measurements of one point are averaged (± one standard deviation "
+                    "over the repeats); tags name the runs. Per-role accounting as InferenceX "
+                    "divides it: output tokens per decode GPU, input tokens per prefill GPU "
+                    "(aggregated serving does both on every GPU)."],
         tables=[TableData(headers, rows)],
     )
+
+
+def _with_spread(row: dict[str, Any], metric: str) -> str:
+    spread = row.get(f"{metric}_std")
+    shown = number(row[metric])
+    return f"{shown} ± {number(spread)}" if row.get("repeats", 1) > 1 and spread else shown
 
 
 def _ratio_section(points: pd.DataFrame) -> Section:
@@ -250,16 +310,18 @@ def _pareto_section(points: pd.DataFrame, image: Path) -> Section:
 
 
 def _goodput_section(
-    points: pd.DataFrame, slo_ttft_ms: float | None, slo_itl_ms: float | None, image: Path | None
+    points: pd.DataFrame, slo_ttft_ms: float | None, slo_itl_ms: float | None,
+    image: Path | None, attainment: float,
 ) -> Section:
     section = Section("Goodput under latency SLOs")
     if image is None:
         section.paragraphs.append("No TTFT or ITL SLO was given, so goodput is not computed.")
         return section
-    best = best_goodput(points, slo_ttft_ms, slo_itl_ms)
-    section.paragraphs.append(GOODPUT_NOTE)
+    best = best_goodput(points, slo_ttft_ms, slo_itl_ms, attainment)
+    section.paragraphs.append(GOODPUT_NOTE.format(attainment=attainment)
+                              if per_request_goodput(points) else GOODPUT_P99_NOTE)
     section.tables.append(TableData(
-        ["workload", "series", "best conc", "goodput tok/s/GPU", "points meeting SLOs"],
+        ["workload", "series", "best conc", "good req/s/GPU", "points meeting SLOs"],
         [[str(r["panel"]), str(r["series"]), number(r["concurrency"], 0),
           number(r["goodput_per_gpu"]), f"{r['points_meeting']} of {r['points']}"]
          for r in best.to_dict("records")],

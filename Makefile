@@ -2,11 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sglbench-installed
-# The pinned set is a lock (every package, sglang's own metadata aside), so it installs in one
-# step with --no-deps: nothing is resolved, and pip has no dependency set to complain about.
+# The pinned set is a lock (every package; only sglang's own metadata asks for more), so it
+# installs with --no-deps: nothing is resolved, nothing to complain about, and the lock is checked.
 LOCK := requirements-sglang.txt requirements.txt requirements-dev.txt
 REQS := $(LOCK) requirements-uv.txt pyproject.toml
-INSTALL_ARGS := --no-deps $(addprefix -r ,$(LOCK)) -e .
 # auto: uv (PATH, else requirements-uv.txt installed into the venv with pip), else pip.
 # 1: uv or fail. 0: pip only (slower: one file at a time).
 USE_UV ?= auto
@@ -15,21 +14,23 @@ USE_UV ?= auto
 
 setup: $(STAMP)
 
-# Idempotent: re-runs only when a requirements file changed. No bytecode is compiled here (uv's
-# default, pip's --no-compile): it was half of pip's time, and Python compiles what it imports.
+# Idempotent: re-runs only when a requirements file changed. Two steps, both --no-deps: the pinned
+# set (in parallel with uv), then this project, built with the pinned setuptools (no network).
+# No bytecode is compiled (uv's default, pip's --no-compile): that was half of pip's time, and
+# Python compiles what it imports the first time.
 $(STAMP): $(REQS)
-	@test -x $(PY) || python3 -m venv $(VENV)
-	@set -e; start=$$(date +%s); uv=$$($(FIND_UV)); \
-	n=$$(cat $(LOCK) | grep -c '^[A-Za-z]'); \
+	@set -e; start=$$(date +%s); n=$$(cat $(LOCK) | grep -c '^[A-Za-z]'); \
+	uv=$$($(FIND_UV)); \
 	if [ -n "$$uv" ]; then \
-	  echo "make setup: $(VENV): $$n pinned packages with $$($$uv --version) (the first time about 7 GB, mostly torch's CUDA libraries, kept in uv's cache and hard-linked from there)"; \
-	  $(PY) -c "$$UV_WITH_PIP_CONFIG" $$uv pip install -q --python $(PY) $(INSTALL_ARGS); \
+	  echo "make setup: $(VENV): $$n pinned packages with $$($$uv --version | cut -d' ' -f1-2) (the first time about 7 GB, mostly torch's CUDA libraries, kept in uv's cache and hard-linked from there)"; \
+	  python3 -c "$$UV_WITH_PIP_CONFIG" $$uv pip install -q --python $(PY) --no-deps $(addprefix -r ,$(LOCK)); \
+	  $$uv pip install -q --python $(PY) --no-deps --no-build-isolation -e .; \
 	  problems=$$($$uv pip check -q --python $(PY) 2>&1 || true); \
 	else \
-	  echo "make setup: $(VENV): $$n pinned packages with pip (about 7 GB; 'make setup USE_UV=auto' is faster)"; \
-	  $(PY) -m pip install -q --disable-pip-version-check --no-compile --no-warn-conflicts \
-	    --no-build-isolation $(INSTALL_ARGS); \
-	  problems=$$($(PY) -m pip check 2>&1 || true); \
+	  echo "make setup: $(VENV): $$n pinned packages with pip (about 7 GB, a few minutes; uv takes one)"; \
+	  $(PIP) install -q --no-deps --no-compile --no-warn-conflicts $(addprefix -r ,$(LOCK)); \
+	  $(PIP) install -q --no-deps --no-compile --no-build-isolation -e .; \
+	  problems=$$($(PIP) check 2>&1 || true); \
 	fi; \
 	problems=$$(printf '%s\n' "$$problems" | grep -v -e '^sglang ' -e '^The package `sglang` ' \
 	  -e '^Found [0-9]* incompatibilit' -e '^No broken requirements' -e '^$$' || true); \
@@ -40,15 +41,26 @@ $(STAMP): $(REQS)
 	touch $(STAMP); \
 	echo "make setup: $(VENV) ready in $$(( $$(date +%s) - start )) s"
 
-# Prints the uv to use, or nothing for pip. Bootstrapping uv from PyPI prints only errors (-qq):
-# pip would also warn about each local index of this machine's pip config that lacks uv.
+PIP := $(PY) -m pip --disable-pip-version-check
+# Makes the venv if needed and prints the uv to use, or nothing for pip. The venv starts without
+# pip (ensurepip took 4 to 16 s here); pip 23.2.1, as ensurepip's, comes with the pinned set.
+# uv is installed with -qq (errors only): pip warns about each local index of a machine's pip
+# config that lacks uv, noise here. The system pip is tried first (no ensurepip), quietly since
+# the venv's own pip is the fallback and shows its errors.
 FIND_UV = \
-	if [ "$(USE_UV)" = 0 ]; then exit 0; fi; \
-	if command -v uv; then exit 0; fi; \
-	if [ -x $(VENV)/bin/uv ] || $(PY) -m pip install -qq --disable-pip-version-check \
-	    -r requirements-uv.txt >&2; then echo $(VENV)/bin/uv; exit 0; fi; \
-	if [ "$(USE_UV)" = 1 ]; then echo "make setup: could not install uv (USE_UV=1)" >&2; exit 1; fi; \
-	echo "make setup: could not install uv; using pip" >&2
+	test -x $(PY) || python3 -m venv --without-pip $(VENV) >&2; \
+	if [ "$(USE_UV)" != 0 ]; then \
+	  command -v uv && exit 0; \
+	  if [ -x $(VENV)/bin/uv ] || python3 -m pip --python $(PY) install -qq \
+	      --disable-pip-version-check -r requirements-uv.txt >&2 2>/dev/null \
+	      || { $(ENSURE_PIP) && $(PIP) install -qq -r requirements-uv.txt >&2; }; then \
+	    echo $(VENV)/bin/uv; exit 0; \
+	  fi; \
+	  if [ "$(USE_UV)" = 1 ]; then echo "make setup: could not install uv (USE_UV=1)" >&2; exit 1; fi; \
+	  echo "make setup: could not install uv; using pip" >&2; \
+	fi; \
+	$(ENSURE_PIP)
+ENSURE_PIP = { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip -q >&2; }
 
 # uv reads no pip config, so hand it the index, find-links and constraint settings that pip would
 # use here (config files, then PIP_* variables), unless the user configured uv's indexes already.

@@ -60,7 +60,7 @@ FIND_UV = \
 	  echo "make setup: could not install uv; using pip" >&2; \
 	fi; \
 	$(ENSURE_PIP)
-ENSURE_PIP = { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip -q >&2; }
+ENSURE_PIP = { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; }
 
 # uv reads no pip config, so hand it the index, find-links and constraint settings that pip would
 # use here (config files, then PIP_* variables), unless the user configured uv's indexes already.

@@ -94,10 +94,10 @@ def make(label: str, target: str, checkout: Path, env: dict[str, str], *args: st
     """Runs ``make target args`` in ``checkout`` and times it."""
     load = os.getloadavg()[0]
     start = time.monotonic()
-    done = subprocess.run(["make", target, *args], cwd=checkout, env=env, capture_output=True,
-                          text=True)  # fmt: skip
+    done = subprocess.run(["make", target, *args], cwd=checkout, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     seconds = time.monotonic() - start
-    lines = (done.stdout + done.stderr).splitlines()
+    lines = done.stdout.splitlines()
     return Run(label, seconds, load, lines, done.returncode)
 
 

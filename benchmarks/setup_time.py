@@ -17,20 +17,31 @@ before it (the machine is shared), and how many lines ``make`` printed, with the
 warning or error lines among them. The scratch directory (venvs of ~6.7 GB each) is removed at
 the end.
 
-Measured 2026-12-01 on this machine (2 cores shared with other sessions, load 3 to 5; uv 0.13.8;
-torch and the CUDA libraries from the local file:// index of this machine's pip config, the rest
-from PyPI). Before (three pip steps, with resolution and bytecode): 316 s, 209 lines (155 pip
-warnings about the local indexes, 47 "sglang requires X" complaints). Now:
+Measured 2026-12-01 on this machine (2 cores shared with other sessions; uv 0.13.8; torch and
+the CUDA libraries from the local file:// index of this machine's pip config, the rest from
+PyPI). Before (three pip steps, with resolution and bytecode): 316 s at load 2 to 3.5, 209 lines
+(155 pip warnings about the local indexes, 47 "sglang 0.5.23 requires X" complaints, 1 ERROR).
+Now (load average before each run in brackets):
 
-========  =======  =======  =====  ====================================================
-installer  cold     warm     again  output
-========  =======  =======  =====  ====================================================
-uv         46 s     8 s      0 s    2 lines (what is installed and with what; the time)
-pip        177 s    -        0 s    2 lines + 155 warnings of this machine's pip config
-========  =======  =======  =====  ====================================================
+=========  ============  ============  =====  ===================================================
+installer  cold          warm          again  output
+=========  ============  ============  =====  ===================================================
+uv         44 s (2.0)    13 s (3.0)    0 s    2 lines: what is installed with what, the time
+pip        179 s (1.3)   228 s (4.5)   0 s    the same 2 + 155 warnings of this machine's pip
+                                              config (pip caches no PyPI download here)
+=========  ============  ============  =====  ===================================================
 
-Fresh clone ``make demo`` with a cold uv cache: 46 s setup + 94 s demo = 140 s (goal 150 s);
-with a warm cache 8 s + the demo.
+uv, cold: about 37 s of it unpacks 6.3 GB of wheels into uv's cache (once per machine); the venv
+then hard-links them (warm: about 2.5 s, and no second 6.7 GB on disk); installing uv itself
+takes about 5 s. Compiling bytecode at install time (uv --compile-bytecode) took 138 s instead
+of 6 s (load 5); left to Python, the first ``make demo`` spends about 4 CPU-s more than the
+second. The CUDA libraries cannot be left out: torch 2.14.1's libtorch_cuda.so links cuDNN,
+cuBLAS, NCCL and the rest (``import torch`` fails: libcudnn.so.9), and sglang imports torchvision
+itself (the local CPU torch 2.13 without torchvision fails too).
+
+Fresh clone ``make demo``, cold uv cache: 44 s setup + 103 s demo = 147 s (load 2 to 5; an
+earlier run 46 + 94 = 140 s), goal 150 s; a new user's first demo also builds the offline
+tokenizer once (about 4 s). Warm cache: 13 s + the demo.
 
 Usage: ``python3 benchmarks/setup_time.py [--installer uv pip] [--rev HEAD] [--demo]``
 (needs no venv: standard library only; about 7 GB of free disk per installer).

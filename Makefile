@@ -5,8 +5,10 @@ STAMP := $(VENV)/.sglbench-installed
 # The pinned set is a lock (every package; only sglang's own metadata asks for more), so it
 # installs with --no-deps: nothing is resolved, nothing to complain about, and the lock is checked.
 LOCK := requirements-sglang.txt requirements.txt requirements-dev.txt
-REQS := $(LOCK) requirements-uv.txt pyproject.toml
-# auto: uv (PATH, else requirements-uv.txt installed into the venv with pip), else pip.
+REQS := $(LOCK) pyproject.toml
+# The installer when no uv is on PATH: installed into the venv first, then again with the lock.
+UV_PIN = $$(grep '^uv==' requirements-dev.txt)
+# auto: uv (PATH, else UV_PIN installed into the venv with pip), else pip.
 # 1: uv or fail. 0: pip only (slower: one file at a time).
 USE_UV ?= auto
 
@@ -52,8 +54,8 @@ FIND_UV = \
 	if [ "$(USE_UV)" != 0 ]; then \
 	  command -v uv && exit 0; \
 	  if [ -x $(VENV)/bin/uv ] || python3 -m pip --python $(PY) install -qq \
-	      --disable-pip-version-check -r requirements-uv.txt >&2 2>/dev/null \
-	      || { $(ENSURE_PIP) && $(PIP) install -qq -r requirements-uv.txt >&2; }; then \
+	      --disable-pip-version-check $(UV_PIN) >&2 2>/dev/null \
+	      || { $(ENSURE_PIP) && $(PIP) install -qq $(UV_PIN) >&2; }; then \
 	    echo $(VENV)/bin/uv; exit 0; \
 	  fi; \
 	  if [ "$(USE_UV)" = 1 ]; then echo "make setup: could not install uv (USE_UV=1)" >&2; exit 1; fi; \

@@ -17,6 +17,7 @@ from invoke.context import Context
 from sglbench import commands as cli
 from sglbench.commands import Sets, load, sgl_task
 from sglbench.execute import deploy
+from sglbench.execute.runs import acquire
 from sglbench.plan.topology import from_settings
 
 DEMO_ENV = Path(__file__).parent / "examples" / "demo.env"
@@ -71,7 +72,9 @@ def pd_router(
     if dry_run:
         cli.print_lines(deploy.describe_mode(settings, from_settings(settings, "pd"))[-1:])
         return
-    deploy.up_router(settings, detach=detach, run_id=deploy.new_run_id(), console=cli.console())
+    run_id = deploy.new_run_id()
+    acquire(settings, run_id, "invoke pd-router", [from_settings(settings, "pd")], ["router"])
+    deploy.up_router(settings, detach=detach, run_id=run_id, console=cli.console())
 
 
 # --- bench, plot, report -----------------------------------------------------------------------
@@ -135,14 +138,13 @@ def status(c: Context, set_: Sets = None) -> None:
 )
 def logs(c: Context, name: str, follow: bool = False, set_: Sets = None) -> None:
     """The log of a server or the router."""
-    for line in deploy.log_lines(load(set_).settings, name, follow=follow):
-        print(line, flush=follow)
+    cli.logs_task(load(set_).settings, name, follow=follow)
 
 
-@sgl_task()
-def down(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
+@sgl_task(run="only what run RUN started (a run id from `invoke status`)")
+def down(c: Context, run: str = "", set_: Sets = None, dry_run: bool = False) -> None:
     """Stop exactly what this project started (pid files, container labels), router first."""
-    cli.down_task(load(set_).settings, dry_run=dry_run)
+    cli.down_task(load(set_).settings, run_id=run, dry_run=dry_run)
 
 
 # --- compare and demo --------------------------------------------------------------------------

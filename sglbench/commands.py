@@ -23,8 +23,9 @@ from invoke.tasks import task
 from rich.console import Console
 from rich.table import Table
 
-from sglbench.errors import ConfigError, SglbenchError
+from sglbench.errors import ConfigError, ServerError, SglbenchError
 from sglbench.execute import deploy
+from sglbench.execute.runs import acquire, live_runs, release
 from sglbench.execute.runtime import Instance
 from sglbench.settings import ENV_FILE_VAR, LoadedSettings, Settings, load_settings
 from sglbench.types import BENCH_MODES, BenchMode, Role
@@ -219,16 +220,42 @@ def up_role_task(settings: Settings, role: Role, *, dry_run: bool, pull: bool) -
         from sglbench.execute.docker_pull import pull_image
 
         pull_image(settings, console(), roles=[role])
-    deploy.up_role(settings, role, run_id=deploy.new_run_id(), console=console())
+    run_id = deploy.new_run_id()
+    topology = settings.topology("agg" if role == "agg" else "pd")
+    acquire(settings, run_id, f"invoke {role}", [topology], [role])
+    deploy.up_role(settings, role, run_id=run_id, console=console())
 
 
-def down_task(settings: Settings, *, dry_run: bool) -> None:
-    """``invoke down``: stop what we started (``--dry-run``: say what would be stopped)."""
+def logs_task(settings: Settings, name: str, *, follow: bool) -> None:
+    """``invoke logs NAME``: its log; one line and exit 1 when there is none."""
+    shown = 0
+    for line in deploy.log_lines(settings, name, follow=follow):
+        print(line, flush=follow)
+        shown += 1
+    if shown == 0:
+        raise ServerError(f"logs {name}: no log of {name} here (it has not run with these "
+                          f"settings: RUN_DIR={settings.run_dir}); `invoke status` lists what ran")
+
+
+def down_task(settings: Settings, *, run_id: str = "", dry_run: bool) -> None:
+    """``invoke down [--run ID]``: stop what we started, or what run ID started.
+
+    ``--dry-run`` says what would be stopped. The runs stopped release what they held.
+    """
     if not dry_run:
-        deploy.down(settings, console())
+        if run_id and run_id not in live_runs(settings) and not any(
+                i.run_id == run_id for i in deploy.status(settings)):
+            raise ConfigError(f"--run {run_id}: no run of that id is known here; `invoke "
+                              "status` lists the runs of what runs")
+        deploy.down(settings, console(), run_id=run_id or None)
+        if run_id:
+            release(settings, run_id)
+        else:
+            live_runs(settings)  # drops the locks of runs that no longer run
         return
     for i in deploy.status(settings):
-        print(f"would stop {i.name} ({i.runtime}, {i.where}, {i.shown_state})")
+        if not run_id or i.run_id == run_id:
+            print(f"would stop {i.name} ({i.runtime}, {i.where}, {i.shown_state})")
 
 
 def compare_task(settings: Settings, modes: str | None, resume: str, force: bool, dry_run: bool,

@@ -43,7 +43,8 @@ BENCH_MODES: tuple[BenchMode, ...] = get_args(BenchMode)
 # How a point's client CPU was measured: the request phase only, the whole client call, or not
 # at all (a row written just before an interrupt and adopted afterwards).
 PointPhase = Literal["load", "whole", "unrecorded"]
-PointStatus = Literal["ok", "failed"]
+# not_measured: the mode ended before the point (a server died); resume measures it.
+PointStatus = Literal["ok", "failed", "not_measured"]
 # A server or router as a runtime sees it now.
 InstanceState = Literal["running", "exited"]
 

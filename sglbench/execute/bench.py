@@ -223,12 +223,14 @@ def describe_bench(settings: Settings, *, tag: str, base_url: str | None, mode: 
 def run_points(worker: BenchWorker, settings: Settings, client: ClientSetup, *, target: Target,
                points: Sequence[SweepPoint], tag_of: Callable[[SweepPoint], str],
                output_file: Path, logs: Path, console: Console, title: str,
-               on_result: Callable[[PointResult], bool]) -> list[PointResult]:
+               on_result: Callable[[PointResult], bool],
+               before: Callable[[str], None] | None = None) -> list[PointResult]:
     """Measure ``points`` in order through ``worker`` (left running), with a progress bar.
 
     The one loop of ``bench`` and ``compare``: each point's row goes to ``output_file`` tagged
     ``tag_of(point)``, its client output to ``logs/<tag>.log``; ``title`` names the bar.
-    ``on_result`` sees each result; returning False stops the loop there.
+    ``before`` (compare: are the servers alive?) runs before each point with its tag and may
+    raise to end the loop; ``on_result`` sees each result; returning False stops the loop there.
 
     Returns:
         The results of the points measured, in order.
@@ -241,6 +243,8 @@ def run_points(worker: BenchWorker, settings: Settings, client: ClientSetup, *, 
         for point in points:
             tag = tag_of(point)
             progress.update(task, description=f"{title} {point.label}")
+            if before is not None:
+                before(tag)
             result = run_point(worker, settings, client, target=target, point=point, tag=tag,
                                output_file=output_file, log=logs / f"{tag}.log")
             results.append(result)

@@ -39,6 +39,7 @@ from typing import IO, Any
 import psutil
 
 from sglbench.errors import BenchError
+from sglbench.execute.client_check import check_argv
 from sglbench.execute.process import tail
 from sglbench.types import PointPhase
 
@@ -138,6 +139,16 @@ class BenchWorker:
             measured_s=float(reply["measured_s"]), phase=_phase(reply["phase"]),
             seconds=float(reply["seconds"]), host_busy=float(reply.get("host_busy", 0.0)),
         )
+
+    def check(self, argv: list[str]) -> str | None:
+        """None when the client's own parser accepts ``argv``, else its one-line complaint."""
+        self.wait_ready()
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps({"check": argv}) + "\n")
+        self._proc.stdin.flush()
+        reply = self._read()
+        error = reply.get("error")
+        return str(error) if error else None
 
     def _read(self, point_log: Path | None = None) -> dict[str, Any]:
         assert self._proc is not None and self._proc.stdout is not None
@@ -312,6 +323,10 @@ def main() -> None:
     for line in sys.stdin:
         if line.strip():
             request = json.loads(line)
+            if "check" in request:  # arguments only: see sglbench.execute.client_check
+                _send(channel, {"event": "checked",
+                                "error": check_argv(serving, list(request["check"]))})
+                continue
             _send(channel, _run_point(serving, list(request["argv"]), Path(request["log"])))
 
 

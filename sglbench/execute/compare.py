@@ -13,14 +13,13 @@ keeps every finished point; what the run started is stopped either way.
 
 from __future__ import annotations
 
-import contextlib
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
-from sglbench.errors import BenchError, ConfigError
+from sglbench.errors import BenchError, ConfigError, ServerError
 from sglbench.execute import capacity, deploy
 from sglbench.execute.bench import (
     PointResult,
@@ -33,24 +32,23 @@ from sglbench.execute.bench import (
     start_worker,
 )
 from sglbench.execute.client_worker import BenchWorker, PointOutcome
-from sglbench.execute.provenance import new_record, secrets_of, server_infos
+from sglbench.execute.liveness import ServerDied, check_alive
+from sglbench.execute.preflight import check_run
+from sglbench.execute.provenance import secrets_of, server_infos
+from sglbench.execute.rundir import open_run, pending_points, point_record
+from sglbench.execute.runs import acquire, release
 from sglbench.execute.target import Target
 from sglbench.plan.bench import goodput_args, slo_targets
 from sglbench.plan.client import ClientSetup, client_setup, planned_client
 from sglbench.plan.router import router_spec
 from sglbench.plan.servers import server_specs
-from sglbench.plan.sweep import SweepPoint, point_tag, setup_of, sweep_points, workload_of
+from sglbench.plan.sweep import SweepPoint, point_tag, sweep_points
 from sglbench.plan.topology import run_topologies, unequal_budget
 from sglbench.record import jsonl
-from sglbench.record.accounting import per_gpu
 from sglbench.record.schema import (
-    ModeRecord,
     PointRecord,
     RunRecord,
-    Workload,
-    WorkloadChange,
     now,
-    setup_diff,
 )
 from sglbench.settings import Settings
 from sglbench.types import Topology
@@ -60,93 +58,6 @@ PointHook = Callable[[PointResult], None]
 # between the client's write and ours): it finished, its CPU figures are unknown.
 _ADOPTED = PointOutcome(ok=True, error=None, cpu_s=0.0, measured_s=0.0, phase="unrecorded",
                         seconds=0.0)
-
-
-def pending_points(mode: Topology, points: Sequence[SweepPoint],
-                   done: set[str]) -> list[SweepPoint]:
-    """Points of ``mode`` still to measure, in sweep order."""
-    return [p for p in points if point_tag(mode.name, p) not in done]
-
-
-def point_record(mode: Topology, result: PointResult, *, num_prompts: int,
-                 run_dir: Path) -> PointRecord:
-    """The record of one point (``result.started`` None: a row adopted from the file, whose
-    client figures were never recorded).
-    """
-    p, o = result.point, result.outcome
-    measured = result.started is not None
-    log = result.log.relative_to(run_dir) if result.log.is_relative_to(run_dir) else result.log
-    return PointRecord(
-        tag=result.tag, mode=mode.name, label=p.label,
-        input_len=p.input_len, output_len=p.output_len,
-        max_concurrency=p.max_concurrency, request_rate=p.request_rate,
-        num_prompts=num_prompts, status="ok" if result.ok else "failed",
-        error=None if result.ok else (o.error or "no result row"),
-        client_cpu_cores=round(o.cores, 3) if measured else None,
-        client_cpu_phase=o.phase if measured else None,
-        client_limited=result.client_limited if measured else None,
-        client_seconds=round(o.seconds, 2) if measured else None,
-        host_cpu_busy=round(o.host_busy, 3) if measured else None,
-        started=result.started, ended=now() if measured else None, log=str(log),
-        note=None if measured else "row written just before an interrupt; client CPU not "
-        "recorded",
-        gpus=mode.gpus, slo_attainment=_attainment(result.row),
-        capacity_search=result.point.capacity,
-        **(per_gpu(result.row, mode) if result.ok and result.row else {}),
-    )  # fmt: skip
-
-
-def _attainment(row: dict[str, Any] | None) -> float | None:
-    value = (row or {}).get("slo_attainment")
-    return float(value) if isinstance(value, int | float) else None
-
-
-def _new_run_dir(settings: Settings) -> tuple[str, Path]:
-    base = deploy.new_run_id()
-    for n in range(1, 100):
-        run_id = base if n == 1 else f"{base}-{n}"
-        run_dir = Path(settings.results_dir) / run_id
-        with contextlib.suppress(FileExistsError):
-            run_dir.mkdir(parents=True)
-            return run_id, run_dir
-    raise ConfigError(f"RESULTS_DIR={settings.results_dir}: too many runs named {base}-*")
-
-
-def open_run(settings: Settings, plan: Sequence[Topology], resume: str | None,
-             force: bool) -> tuple[Path, RunRecord]:
-    """The run directory and its record: a new run, or the one to resume.
-
-    Raises:
-        ConfigError: no such run, or its workload or setup differs and ``force`` is false.
-    """
-    modes = [ModeRecord.of(t) for t in plan]
-    if not resume:
-        run_id, run_dir = _new_run_dir(settings)
-        fresh = new_record(settings, run_id=run_id, modes=modes)
-        fresh.unequal_budget = unequal_budget(plan)
-        return run_dir, fresh
-    run_dir = Path(settings.results_dir) / resume
-    record = RunRecord.load(run_dir)
-    if record is None:
-        raise ConfigError(f"--resume {resume}: no run {run_dir} (with metadata.json); give a "
-                          f"run id from {settings.results_dir}/")
-    setup = setup_of(settings)
-    diff = (record.workload or Workload()).diff(workload_of(settings))
-    # A run from before the setup fingerprint has none to compare: it gets the current one.
-    diff += setup_diff(record.setup, setup)
-    if diff and not force:
-        raise ConfigError(f"--resume {resume}: the workload differs from the run's "
-                          f"({'; '.join(diff)}); use the run's settings, start a new "
-                          "run, or pass --force to mix them (the report will say so)")
-    if diff:
-        record.forced_mismatch = True
-        record.workload_changes.append(WorkloadChange(at=now(), changes=diff))
-    record.setup = record.setup or setup
-    record.resumed.append(now())
-    record.interrupted = False
-    record.add_modes(modes)
-    record.unequal_budget = unequal_budget([m.topology for m in record.modes])
-    return run_dir, record
 
 
 class _Run:
@@ -162,6 +73,33 @@ class _Run:
 
     def save(self) -> None:
         self.record.save(self.run_dir, secrets_of(self.settings))
+
+    def check_client_args(self, plan: list[Topology]) -> None:
+        """BENCH_EXTRA_ARGS through the client's own parser, before any server starts.
+
+        Only when there are extra args (the harness's own flags are known good): the client
+        worker, which the run needs anyway, is started and its import awaited for it.
+        """
+        if not self.settings.bench_extra_args or not plan:
+            return
+        self.worker = start_worker(self.settings, self.client,
+                                   self.run_dir / "logs" / "client-worker.log")
+        with self.console.status("checking BENCH_EXTRA_ARGS with SGLang's bench client ..."):
+            point = sweep_points(self.settings)[0]
+            argv = client_argv(self.settings, self.client, output_file=self.run_dir / "x.jsonl",
+                               target=Target(mode_url(self.settings, plan[0]), False, "check"),
+                               tag="check", point=point)  # fmt: skip
+            error = self.worker.check(argv)
+        if error:
+            raise ConfigError(f"BENCH_EXTRA_ARGS={self.settings.bench_extra_args!r}: SGLang's "
+                              f"bench client rejects it ({error}); fix or remove it")
+
+    def abandon(self, *, new: bool) -> None:
+        """Stop the client worker; a new run that never measured leaves no directory behind."""
+        if self.worker is not None:
+            self.worker.close()
+        if new:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def run_mode(self, mode: Topology, points: list[SweepPoint]) -> None:
         out = self.run_dir / f"{mode.name}.jsonl"
@@ -192,6 +130,8 @@ class _Run:
                 self._measure(mode, target, todo, out)
             for workload in searches:
                 self._search(mode, target, workload, out)
+        except ServerDied as died:
+            self._not_measured(mode, points, out, str(died))
         finally:
             self._keep_capacity(mode, out)
             # Only what this run started: servers of other runs (other ports) keep running.
@@ -215,7 +155,25 @@ class _Run:
         run_points(self.worker, self.settings, self.client, target=target, points=todo,
                    tag_of=lambda p: point_tag(mode.name, p), output_file=out,
                    logs=self.run_dir / "logs", console=self.console, title=mode.name,
-                   on_result=lambda r: self._record(mode, r))
+                   on_result=lambda r: self._record(mode, r),
+                   before=lambda tag: check_alive(self.settings, mode, tag))
+
+    def _not_measured(self, mode: Topology, points: list[SweepPoint], out: Path,
+                      why: str) -> None:
+        """A server died: the mode ends; its points without a row are kept as not measured."""
+        done = jsonl.tags(out)
+        for point in pending_points(mode, points, done):
+            tag = point_tag(mode.name, point)
+            self.record.set_point(PointRecord(
+                tag=tag, mode=mode.name, label=point.label, input_len=point.input_len,
+                output_len=point.output_len, max_concurrency=point.max_concurrency,
+                request_rate=point.request_rate, num_prompts=self.settings.bench_num_prompts,
+                status="not_measured", error=why.split("\n", 1)[0], gpus=mode.gpus))
+        self.save()
+        first = why.split("\n", 1)
+        self.failures.append(f"{first[0]}; {mode.name} ended, its other points not measured "
+                             f"(resume with: invoke compare --resume {self.record.run_id})")
+        self.console.print(why, style="red", markup=False, highlight=False)
 
     def _search(self, mode: Topology, target: Target, workload: tuple[int, int],
                 out: Path) -> None:
@@ -225,6 +183,7 @@ class _Run:
 
         def measure(point: SweepPoint) -> PointResult:
             tag = point_tag(mode.name, point)
+            check_alive(self.settings, mode, tag)
             self.console.print(f"{mode.name}: capacity search, {point.request_rate:g} req/s")
             result = run_point(worker, self.settings, self.client, target=target, point=point,
                                tag=tag, output_file=out, log=self.run_dir / "logs" / f"{tag}.log")
@@ -346,11 +305,24 @@ def compare(settings: Settings, *, modes: Sequence[str] = (), topologies: Sequen
     """
     console = console or Console()
     plan = run_topologies(settings, modes=modes, topologies=topologies, gpus=gpus)
+    check_run(settings, plan, run_id=resume or "")  # ports, other runs, paths, router args
     client = client_setup(settings)  # a dataset or tokenizer problem stops us before any start
     run_dir, record = open_run(settings, plan, resume, force)
+    try:
+        acquire(settings, record.run_id, "invoke compare", plan)
+    except ServerError:
+        if not resume:
+            shutil.rmtree(run_dir, ignore_errors=True)  # new and still empty
+        raise
     run = _Run(settings, run_dir, record, client, console, on_point)
-    run.save()
     run_id = record.run_id
+    try:
+        run.check_client_args(plan)
+    except BaseException:
+        run.abandon(new=not resume)
+        release(settings, run_id)
+        raise
+    run.save()
     console.print(f"run {run_id} -> {run_dir}: "
                   + ", ".join(f"{t.label} ({t.gpus} GPU)" for t in plan))
     if record.unequal_budget:
@@ -367,6 +339,7 @@ def compare(settings: Settings, *, modes: Sequence[str] = (), topologies: Sequen
         raise
     finally:
         run.close(interrupted)
+        release(settings, run_id)
     if not run.results:
         console.print(f"every point of run {run_id} is already measured")
     elif table:

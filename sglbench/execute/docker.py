@@ -159,7 +159,7 @@ class DockerRuntime:
         spec = _server(spec)
         cspec = container_spec(self.settings, spec, run_id)
         client = self.client(spec.docker_host, endpoint_key(spec.role))
-        self._remove_ours(client, spec)
+        self._remove_ours(client, spec, run_id)
         try:
             container = client.containers.create(**run_kwargs(cspec))
         except ImageNotFound:
@@ -264,8 +264,9 @@ class DockerRuntime:
             return None
         return container if is_ours(container.labels) else None
 
-    def _remove_ours(self, client: docker.DockerClient, spec: ServerSpec) -> None:
-        """Remove an old container of ours named like ``spec``; refuse to touch a foreign one."""
+    def _remove_ours(self, client: docker.DockerClient, spec: ServerSpec, run_id: str) -> None:
+        """Remove an old container of ours named like ``spec``: this run's own, or a stopped one
+        of another run; refuse to touch a foreign one or one another run still runs."""
         try:
             old: Container = client.containers.get(spec.name)
         except NotFound:
@@ -276,6 +277,11 @@ class DockerRuntime:
                 f"started by sglbench, so it is left alone; if it is from the old scripts, "
                 f"remove it yourself (docker rm -f {spec.name})"
             )
+        owner = old.labels.get(LABEL_RUN_ID, "")
+        if owner != run_id and old.attrs.get("State", {}).get("Running"):
+            raise DockerError(f"{spec.name} of run {owner} still runs on "
+                              f"{where(spec.docker_host)}; stop it with `invoke down --run "
+                              f"{owner}` first")
         self._stop_and_remove(old)
 
     def _stop_and_remove(self, container: Container) -> bool:

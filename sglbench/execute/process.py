@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from sglbench.display import mask_args
 from sglbench.errors import ConfigError, ServerError
 from sglbench.execute.runtime import UNKNOWN_EXIT, Instance
 from sglbench.hosts import is_loopback
@@ -76,7 +77,7 @@ class ProcessRuntime:
     def describe(self, spec: Command) -> str:
         """The command line the process runs (``--dry-run``)."""
         env = [f"{k}={v}" for k, v in spec.env]
-        return shlex.join([*env, *spec.argv(self.python)])
+        return shlex.join([*env, *mask_args(spec.argv(self.python))])
 
     def start(self, spec: Command, run_id: str) -> None:
         """Start a server or the router; an old instance of ours with its name is stopped first."""
@@ -132,8 +133,14 @@ class ProcessRuntime:
 
         Raises:
             ServerError: the port of ``url`` already answers (another server would receive our
-                readiness checks and traffic), or the program cannot be executed.
+                readiness checks and traffic), ``name`` still runs for another run (it is never
+                replaced: only this run's own or a stale one is), or the program cannot be
+                executed.
         """
+        old = self.record(name)
+        if old is not None and old.run_id != run_id and _live_process(old) is not None:
+            raise ServerError(f"{name} of run {old.run_id} still runs (pid {old.pid}, {old.url}); "
+                              f"stop it with `invoke down --run {old.run_id}` first")
         self.stop_name(name)
         _check_local(role, url)
         _check_port_free(name, url)

@@ -53,7 +53,7 @@ def wait_until(
         while True:
             code = exit_code()
             if code is not None:
-                raise ReadinessError(_with_log(f"{what} exited ({_code(code)}) before it was "
+                raise ReadinessError(with_log(f"{what} exited ({exit_text(code)}) before it was "
                                                "ready", log_tail()))  # fmt: skip
             result = probe()
             elapsed = time.monotonic() - start
@@ -61,7 +61,7 @@ def wait_until(
                 return elapsed
             last = result.status
             if time.monotonic() >= deadline:
-                raise ReadinessError(_with_log(
+                raise ReadinessError(with_log(
                     f"{what} not ready after {timeout_s:g}s (last answer: {last}); "
                     "raise READY_TIMEOUT_S if it is only slow", log_tail()))  # fmt: skip
             status.update(f"waiting for {what}: {elapsed:.0f}s, last answer: {last}")
@@ -87,7 +87,7 @@ def wait_server_ready(
     )
 
 
-def _code(code: int) -> str:
+def exit_text(code: int) -> str:
     if code < -999:
         return "exit code unknown"
     if code < 0:
@@ -95,7 +95,7 @@ def _code(code: int) -> str:
     return f"exit code {code}"
 
 
-def _with_log(message: str, log: str) -> str:
+def with_log(message: str, log: str) -> str:
     if not log.strip():
         return f"{message}; its log is empty"
     indented = "\n".join(f"  | {line}" for line in log.splitlines())

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from sglbench.display import MASK
+from sglbench.display import MASK, mask_args
 from sglbench.errors import ConfigError
 from sglbench.plan.servers import ServerSpec
 from sglbench.settings import Settings
@@ -190,7 +190,7 @@ def docker_run_command(cspec: ContainerSpec) -> str:
     lines = ["docker run -d"]
     lines += [" ".join(shlex.quote(part) for part in opt) for opt in opts]
     lines.append(shlex.quote(cspec.image))
-    lines.append(shlex.join(cspec.command))
+    lines.append(shlex.join(mask_args(cspec.command)))
     prefix = f"DOCKER_HOST={shlex.quote(cspec.endpoint)} " if cspec.endpoint else ""
     return prefix + " \\\n  ".join(lines)
 

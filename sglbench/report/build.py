@@ -241,13 +241,13 @@ def _points_section(points: pd.DataFrame) -> Section:
         "mean_e2e_ms": "E2E mean ms", "tokens_per_user": "tok/s/user",
     }  # fmt: skip
     rows = [
-        [str(r["series"]), str(r["panel"]), number(r["concurrency"], 0), number(r["gpus"], 0),
-         _with_spread(r, "output_throughput")]
+        [str(r["series"]), str(r["panel"]), number(r["concurrency"], 0),
+         _with_spread(r, "output_throughput"), number(r["gpus"], 0)]
         + [number(r[c]) for c in columns]
         + [str(r["repeats"]), "yes" if r["simulated"] else "no", str(r["tags"])]
         for r in records(points)
     ]  # fmt: skip
-    headers = ["series", "workload", "conc", "GPUs", "out tok/s", *columns.values(), "repeats",
+    headers = ["series", "workload", "conc", "out tok/s", "GPUs", *columns.values(), "repeats",
                "simulated", "tags"]  # fmt: skip
     return Section(
         "Results per sweep point",

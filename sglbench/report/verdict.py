@@ -86,7 +86,8 @@ def _panel_verdict(panel: str, group: pd.DataFrame, capacity: list[CapacityRecor
     budgets = {_gpus(group, s.series) for s in (best_agg, best_pd)}
     at = f"at {budgets.pop()} GPUs" if len(budgets) == 1 else "at unequal GPU budgets"
     text = _compare_text(panel, at, best_agg, best_pd, metric)
-    winner = None if "no measurable difference" in text else (
+    undecided = "no measurable difference" in text or "neither" in text
+    winner = None if undecided else (
         best_pd.series if best_pd.value > best_agg.value else best_agg.series)
     crossover = _concurrency_crossover(group, best_agg.series, best_pd.series)
     if crossover:
@@ -96,6 +97,10 @@ def _panel_verdict(panel: str, group: pd.DataFrame, capacity: list[CapacityRecor
 
 def _compare_text(panel: str, at: str, agg: Score, pd_: Score, metric: str) -> str:
     lead, other = (pd_, agg) if pd_.value >= agg.value else (agg, pd_)
+    if lead.value <= 0:
+        return (f"{panel}: {at}, neither {pd_.series} nor {agg.series} reached any {metric} "
+                f"at the points measured ({pd_.series}: {pd_.detail}; {agg.series}: "
+                f"{agg.detail}); try lower loads or looser SLOs.")
     if abs(pd_.value - agg.value) <= pd_.spread + agg.spread:
         return (f"{panel}: {at}, no measurable difference: {pd_.series} {pd_.value:.3g} and "
                 f"{agg.series} {agg.value:.3g} {metric} differ by less than the spread of "

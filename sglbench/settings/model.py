@@ -19,10 +19,12 @@ from sglbench.settings.values import (
     check_docker_host,
     check_gpus,
     check_host,
+    check_rate,
     check_shell_args,
     check_shm_size,
     check_sim_profile,
     check_topology,
+    check_unique,
     parse_rate,
     split_list,
 )
@@ -48,12 +50,20 @@ Host = Annotated[str, AfterValidator(check_host)]
 DockerHost = Annotated[str, AfterValidator(check_docker_host)]
 Gpus = Annotated[str, AfterValidator(check_gpus)]
 ShellArgs = Annotated[str, AfterValidator(check_shell_args)]
-PositiveInts = Annotated[
-    tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1), BeforeValidator(split_list)
+# Sweep lists: each value once (a repeated value would measure a point twice or hide a typo).
+Lengths = Annotated[
+    tuple[Annotated[int, Field(ge=1, le=1_048_576)], ...], Field(min_length=1),
+    AfterValidator(check_unique), BeforeValidator(split_list),
+]
+Concurrencies = Annotated[
+    tuple[Annotated[int, Field(ge=1, le=100_000)], ...], Field(min_length=1),
+    AfterValidator(check_unique), BeforeValidator(split_list),
 ]
 Rates = Annotated[
-    tuple[Annotated[float, BeforeValidator(parse_rate), Field(gt=0)], ...],
+    tuple[Annotated[float, BeforeValidator(parse_rate), Field(gt=0),
+                    AfterValidator(check_rate)], ...],
     Field(min_length=1),
+    AfterValidator(check_unique),
     BeforeValidator(split_list),
 ]
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -167,7 +177,8 @@ class Settings(BaseModel):
                                            description="docker endpoint of decode")
     server_python: str = Field("", alias="SERVER_PYTHON",
                                description="python of the process runtime (empty: this one)")
-    ready_timeout_s: float = Field(900.0, gt=0, alias="READY_TIMEOUT_S",
+    ready_timeout_s: float = Field(900.0, gt=0, le=86_400, allow_inf_nan=False,
+                                   alias="READY_TIMEOUT_S",
                                    description="deadline for a server to answer /health_generate")
     extra_server_args: ShellArgs = Field("", alias="EXTRA_SERVER_ARGS",
                                          description="extra launch_server args for every role")
@@ -193,13 +204,13 @@ class Settings(BaseModel):
         "random", alias="BENCH_DATASET", description="bench_serving --dataset-name")
     bench_dataset_path: str = Field("", alias="BENCH_DATASET_PATH",
                                     description="local dataset JSON (random, sharegpt)")
-    bench_num_prompts: int = Field(200, ge=1, alias="BENCH_NUM_PROMPTS",
+    bench_num_prompts: int = Field(200, ge=1, le=1_000_000, alias="BENCH_NUM_PROMPTS",
                                    description="--num-prompts")
-    bench_input_len: PositiveInts = Field((512,), alias="BENCH_INPUT_LEN",
+    bench_input_len: Lengths = Field((512,), alias="BENCH_INPUT_LEN",
                                           description="--random-input-len (list = sweep)")
-    bench_output_len: PositiveInts = Field((128,), alias="BENCH_OUTPUT_LEN",
+    bench_output_len: Lengths = Field((128,), alias="BENCH_OUTPUT_LEN",
                                            description="--random-output-len (list = sweep)")
-    bench_max_concurrency: PositiveInts = Field((200,), alias="BENCH_MAX_CONCURRENCY",
+    bench_max_concurrency: Concurrencies = Field((200,), alias="BENCH_MAX_CONCURRENCY",
                                                 description="--max-concurrency (list = sweep)")
     bench_request_rate: Rates = Field((math.inf,), alias="BENCH_REQUEST_RATE",
                                       description="--request-rate, inf = all at once (list)")
@@ -208,7 +219,7 @@ class Settings(BaseModel):
     bench_seed: int = Field(1, ge=0, alias="BENCH_SEED", description="--seed")
     bench_ignore_eos: bool = Field(True, alias="BENCH_IGNORE_EOS",
                                    description="ignore EOS (false: --disable-ignore-eos)")
-    bench_warmup_requests: int = Field(1, ge=0, alias="BENCH_WARMUP_REQUESTS",
+    bench_warmup_requests: int = Field(1, ge=0, le=10_000, alias="BENCH_WARMUP_REQUESTS",
                                        description="--warmup-requests")
     bench_rust_client: bool = Field(False, alias="BENCH_RUST_CLIENT",
                                     description="SGLang's Rust load generator (--rust-client)")

@@ -83,3 +83,19 @@ def check_topology(value: str) -> str:
     """One topology as ``parse_topology`` reads it (``aggx2``, ``1p3d``, ``2p2d@tp2``)."""
     parse_topology(value)
     return value
+
+
+def check_unique(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A sweep list with each value once."""
+    twice = [v for n, v in enumerate(values) if v in values[:n]]
+    if twice:
+        shown = "inf" if isinstance(twice[0], float) and math.isinf(twice[0]) else f"{twice[0]:g}"
+        raise ValueError(f"{shown} is listed twice; list each value once")
+    return values
+
+
+def check_rate(value: float) -> float:
+    """A request rate: inf (all at once) or a finite rate a client can keep, up to 1e6/s."""
+    if math.isnan(value) or (math.isfinite(value) and value > 1e6):
+        raise ValueError("expected a rate up to 1e6 req/s, or inf")
+    return value

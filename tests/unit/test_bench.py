@@ -174,7 +174,7 @@ def test_server_info_bodies_say_pd_or_not(info: dict[str, object], pd: bool | No
 
 def test_a_dry_run_warns_about_the_dataset_and_probes_nothing(tmp_path: Path) -> None:
     """The default dataset needs the hub: a dry run says so and still prints every command."""
-    settings = make(SIMULATE="true", BENCH_MAX_CONCURRENCY="8,8,32", ROUTER_PORT="30009",
+    settings = make(SIMULATE="true", BENCH_MAX_CONCURRENCY="8,32", ROUTER_PORT="30009",
                     AGG_HOST="127.0.0.1", AGG_PORT="30010")  # fmt: skip
     lines = bench.describe_bench(settings, tag="t", base_url=None, mode="auto",
                                  output_file=tmp_path / "t.jsonl")
@@ -182,7 +182,7 @@ def test_a_dry_run_warns_about_the_dataset_and_probes_nothing(tmp_path: Path) ->
     assert lines[1] == ("# a router answering at ROUTER_HOST:ROUTER_PORT (http://127.0.0.1:30009) "
                         "would be used instead, with --pd-separated")
     commands = lines[2:]
-    assert len(commands) == 2  # 8 listed twice is one point
+    assert len(commands) == 2  # one command per point
     assert all("--base-url http://127.0.0.1:30010 " in c and "--pd-separated" not in c
                for c in commands)
     with pytest.raises(ConfigError, match="BENCH_DATASET=random"):

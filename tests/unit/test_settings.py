@@ -88,10 +88,26 @@ def test_lists_for_sweeps(raw: str, expected: tuple[int, ...]) -> None:
 
 
 def test_rates_accept_inf() -> None:
-    s = load_settings(None, {}, {"BENCH_REQUEST_RATE": "2.5, inf,Infinity"}).settings
-    assert s.bench_request_rate[0] == 2.5
-    assert all(math.isinf(r) for r in s.bench_request_rate[1:])
-    assert public_settings(s)["BENCH_REQUEST_RATE"] == "2.5,inf,inf"
+    s = load_settings(None, {}, {"BENCH_REQUEST_RATE": "2.5, inf"}).settings
+    assert s.bench_request_rate[0] == 2.5 and math.isinf(s.bench_request_rate[1])
+    assert public_settings(s)["BENCH_REQUEST_RATE"] == "2.5,inf"
+    again = load_settings(None, {}, {"BENCH_REQUEST_RATE": "Infinity"}).settings
+    assert math.isinf(again.bench_request_rate[0])
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("BENCH_MAX_CONCURRENCY", "8,8", "8 is listed twice"),
+    ("BENCH_REQUEST_RATE", "inf,Infinity", "inf is listed twice"),
+    ("BENCH_INPUT_LEN", "512 1024 512", "512 is listed twice"),
+    ("BENCH_NUM_PROMPTS", "1e12", "expected a whole number"),
+    ("BENCH_NUM_PROMPTS", "1000000000", "less than or equal to 1000000"),
+    ("READY_TIMEOUT_S", "inf", "finite"),
+    ("BENCH_REQUEST_RATE", "1e9", "up to 1e6"),
+])  # fmt: skip
+def test_sweep_lists_and_sizes_are_bounded(key: str, value: str, message: str) -> None:
+    """Issue 9: values that were accepted silently (or ran out of memory at every point)."""
+    with pytest.raises(ConfigError, match=rf"^{key}=.*{message}"):
+        load_settings(None, {}, {key: value})
 
 
 def test_secret_masked_in_rows_and_absent_from_public_settings() -> None:

@@ -57,11 +57,23 @@ class PointResult:
     client_limited: bool
     log: Path
     started: str | None = None  # ISO time the point began (None: not measured by this call)
+    sent: int | None = None  # requests the client was asked to send
 
     @property
     def ok(self) -> bool:
-        """True when the client finished and wrote its row."""
-        return self.outcome.ok and self.row is not None
+        """True when the client finished and wrote its row, and every request completed."""
+        return self.outcome.ok and self.row is not None and self.incomplete is None
+
+    @property
+    def incomplete(self) -> str | None:
+        """``"3 of 40 requests failed"`` when the row holds failures, else None."""
+        if self.row is None:
+            return None
+        done, errors = self.row.get("completed"), self.row.get("errors")
+        failed = sum(1 for e in errors if e) if isinstance(errors, list) else None
+        if failed is None and self.sent is not None and isinstance(done, int):
+            failed = self.sent - done
+        return f"{failed} of {self.sent or '?'} requests failed" if failed else None
 
 
 def client_argv(settings: Settings, client: ClientSetup, *, target: Target, tag: str,
@@ -112,7 +124,8 @@ def run_point(worker: BenchWorker, settings: Settings, client: ClientSetup, *, t
             if r.get("tag") == tag]
     row = rows[-1] if rows else None
     limited = row is not None and client_limited(outcome.cores, settings)
-    return PointResult(point, tag, outcome, row, limited, log, started)
+    return PointResult(point, tag, outcome, row, limited, log, started,
+                       settings.bench_num_prompts)
 
 
 def failure_message(result: PointResult, client: ClientSetup) -> str:
@@ -122,6 +135,10 @@ def failure_message(result: PointResult, client: ClientSetup) -> str:
         return (f"the bench client could not load the tokenizer {client.tokenizer!r} from the HF "
                 "hub (not cached here, hub unreachable?); set TOKENIZER_PATH to a local "
                 "tokenizer directory")
+    if result.outcome.ok and result.incomplete:
+        return (f"point {result.tag}: {result.incomplete} (the row is kept aside in "
+                f"{result.tag.split('_in')[0]}.failed.jsonl; a resume measures the point "
+                f"again); full output in {result.log}")
     why = result.outcome.error or "the client wrote no result row"
     if result.outcome.error and result.outcome.error in last:
         return f"point {result.tag}: {why}; full output in {result.log}"  # its last line said it

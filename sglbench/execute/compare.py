@@ -205,7 +205,14 @@ class _Run:
         self.save()
 
     def _record(self, mode: Topology, result: PointResult) -> bool:
-        """Keep the point (record saved at once); True: a compare goes on after a failure."""
+        """Keep the point (record saved at once); True: a compare goes on after a failure.
+
+        A row whose requests failed is set aside in ``<mode>.failed.jsonl``: kept, but never
+        read as a result, and a resume measures the point again.
+        """
+        if result.incomplete:
+            out = self.run_dir / f"{mode.name}.jsonl"
+            jsonl.set_aside(out, result.tag, self.run_dir / f"{mode.name}.failed.jsonl")
         self.results.append(result)
         self.record.set_point(point_record(
             mode, result, num_prompts=self.settings.bench_num_prompts, run_dir=self.run_dir))

@@ -164,7 +164,10 @@ def acquire(settings: Settings, run_id: str, command: str, topologies: Sequence[
 
 def release(settings: Settings, run_id: str) -> None:
     """Drop the lock of ``run_id`` (nothing when there is none)."""
-    (lock_dir(settings) / f"{run_id}.json").unlink(missing_ok=True)
+    folder = lock_dir(settings)
+    (folder / f"{run_id}.json").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty (other runs), or gone: both fine
+        folder.rmdir()
 
 
 def run_is_live(settings: Settings, run_id: str) -> bool:

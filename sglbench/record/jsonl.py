@@ -13,6 +13,7 @@ version writes (``REQUIRED_KEYS``). Two policies, chosen by the caller:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,25 @@ def repair(path: Path) -> bool:
         return False
     path.write_bytes(data[: data.rfind(b"\n") + 1])
     return True
+
+
+def set_aside(path: Path, tag: str, aside: Path) -> int:
+    """Move the rows tagged ``tag`` from ``path`` to the end of ``aside``; return how many.
+
+    A point whose requests failed keeps its row (nothing is lost), but out of the results file:
+    the report never averages it in, and a resume measures the point again.
+    """
+    if not path.exists():
+        return 0
+    keep: list[str] = []
+    moved: list[str] = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+        row, _ = _parse(line, strict=False)
+        (moved if row is not None and row.get("tag") == tag else keep).append(line)
+    if moved:
+        with aside.open("a", encoding="utf-8") as out:
+            out.writelines(moved)
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(keep), encoding="utf-8")
+        os.replace(tmp, path)
+    return len(moved)

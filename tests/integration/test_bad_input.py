@@ -12,6 +12,7 @@ listening on the configured ports.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +97,19 @@ CASES = [
          "error: /dev/null/x", code=1),
     Case("run_dir_under_a_file", ["agg", "--set", "RUN_DIR=/dev/null/x"],
          "error: /dev/null/x", code=1),
+    # Issue 9: what used to be found late (after servers started), noisily, or not at all.
+    Case("unknown_bench_extra_flag", ["compare"], "BENCH_EXTRA_ARGS",
+         env="BENCH_EXTRA_ARGS=--no-such-flag 3"),
+    Case("unknown_router_extra_flag", ["compare"], "ROUTER_EXTRA_ARGS",
+         env="ROUTER_EXTRA_ARGS=--no-such-flag 3"),
+    Case("missing_server_python", ["compare"], "SERVER_PYTHON",
+         env="SERVER_PYTHON=/nonexistent/bin/python3"),
+    Case("huge_prompt_count", ["compare"], "BENCH_NUM_PROMPTS", env="BENCH_NUM_PROMPTS=1e12"),
+    Case("infinite_ready_timeout", ["agg"], "READY_TIMEOUT_S", env="READY_TIMEOUT_S=inf"),
+    Case("concurrency_listed_twice", ["compare"], "BENCH_MAX_CONCURRENCY",
+         env="BENCH_MAX_CONCURRENCY=8,8"),
+    Case("resume_outside_results", ["compare", "--resume", "../../etc"], "--resume"),
+    Case("logs_of_a_server_that_never_ran", ["logs", "agg"], "logs agg", code=1),
 ]
 
 
@@ -166,3 +180,50 @@ def test_bad_input_is_one_line_exit_2_and_nothing_starts(
     assert case.names.format(**outcome.fill) in lines[0]
     assert "SECRET" not in outcome.output
     assert outcome.leftovers == []
+
+
+def test_a_non_utf8_env_file_is_one_line(tmp_path: Path) -> None:
+    env_file = tmp_path / "bad.env"
+    env_file.write_bytes(b"SIMULATE=true\nMODEL_PATH=caf\xe9\n")
+    done = subprocess.run([str(INVOKE), "agg", "--dry-run"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False,
+                          env={**clean_environ(), "SGLBENCH_ENV_FILE": str(env_file)})
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1
+    assert lines[0] == f"error: {env_file}:2: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+
+
+def test_secret_flag_values_are_masked_in_config_and_dry_runs(tmp_path: Path) -> None:
+    env_file = tmp_path / "s.env"
+    env_file.write_text("SIMULATE=true\nRUNTIME=process\nBENCH_DATASET=random-ids\n"
+                        "ROUTER_EXTRA_ARGS=--api-key SECRETrouter1\n"
+                        "AGG_EXTRA_ARGS='--api-key=SECRETagg2'\n")
+    env = {**clean_environ(), "SGLBENCH_ENV_FILE": str(env_file)}
+    for task in (["config"], ["pd-router", "--dry-run"], ["agg", "--dry-run"],
+                 ["compare", "--dry-run"]):
+        done = subprocess.run([str(INVOKE), *task], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120, check=False, env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "SECRET" not in done.stdout + done.stderr, task
+        assert "********" in done.stdout, task
+
+
+def test_a_busy_router_metrics_port_is_found_before_anything_starts(tmp_path: Path) -> None:
+    """It was a 47-line Rust panic after the workers had started."""
+    ports = loopback_ports()
+    env_file = tmp_path / "b.env"
+    env_file.write_text("\n".join([
+        "SIMULATE=true", "RUNTIME=process", "IB_DEVICE=", "BENCH_DATASET=random-ids",
+        *(f"{h}=127.0.0.1" for h in ("AGG_HOST", "PREFILL_HOST", "DECODE_HOST", "ROUTER_HOST")),
+        *(f"{k}={v}" for k, v in ports.items()),
+        f"RUN_DIR={tmp_path / 'run'}", f"RESULTS_DIR={tmp_path / 'results'}"]) + "\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", ports["ROUTER_PROMETHEUS_PORT"]))
+        busy.listen()
+        done = subprocess.run([str(INVOKE), "compare", "--modes", "pd"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120, check=False,
+                              env={**clean_environ(), "SGLBENCH_ENV_FILE": str(env_file)})
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1, done.stdout + done.stderr
+    assert f"127.0.0.1:{ports['ROUTER_PROMETHEUS_PORT']}: something already listens" in lines[0]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "run" / "pids").exists()

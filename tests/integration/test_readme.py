@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PORT_KEYS, REPO, free_ports, http_status, offline_env
+from tests.conftest import (
+    PORT_KEYS,
+    REPO,
+    free_port_block,
+    free_ports,
+    http_status,
+    offline_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +100,26 @@ def test_gpu_nodes_block_runs_as_written(checkout: Path, sim_env: dict[str, str]
     # `invoke down` ran twice in the block; nothing of ours still answers.
     for key in ("AGG_PORT", "PREFILL_PORT", "DECODE_PORT", "ROUTER_PORT"):
         assert http_status(f"http://127.0.0.1:{sim_env[key]}/health", timeout=0.5) is None
+
+
+def test_fair_verdict_block_runs_as_written(checkout: Path, sim_env: dict[str, str]) -> None:
+    """Equal budget on the simulator: agg x2 (workers on AGG_PORT, AGG_PORT+1) against 1P1D."""
+    block = readme_block("### A fair verdict: equal GPU budget, SLOs, repeats")
+    base = free_port_block(6)
+    env = {**sim_env, "AGG_PORT": str(base), "PREFILL_PORT": str(base + 2),
+           "DECODE_PORT": str(base + 3), "BOOTSTRAP_PORT": str(base + 4),
+           "ROUTER_IMPL": "smg"}  # fmt: skip
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=checkout, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("verdict") == 2 and "at 2 GPUs" in done.stdout
+    runs = sorted(p for p in (checkout / "results").iterdir() if (p / "metadata.json").is_file())
+    assert len(runs) == 2
+    for run in runs:
+        assert {p.name for p in run.glob("*.jsonl")} == {"agg_x2.jsonl", "pd.jsonl"}
+        assert json.loads((run / "metadata.json").read_text())["unequal_budget"] is None
+    slo_row = rows(runs[1] / "pd.jsonl")[0]
+    assert slo_row["goodput_slos_ms"] == {"ttft": 2000.0, "tpot": 50.0}  # the client's own
 
 
 def test_calibration_command_runs() -> None:

@@ -170,10 +170,10 @@ class _Run:
                 request_rate=point.request_rate, num_prompts=self.settings.bench_num_prompts,
                 status="not_measured", error=why.split("\n", 1)[0], gpus=mode.gpus))
         self.save()
-        first = why.split("\n", 1)
-        self.failures.append(f"{first[0]}; {mode.name} ended, its other points not measured "
-                             f"(resume with: invoke compare --resume {self.record.run_id})")
-        self.console.print(why, style="red", markup=False, highlight=False)
+        hint = (f"{mode.name} ended, its other points not measured (resume with: invoke "
+                f"compare --resume {self.record.run_id})")
+        self.failures.append(f"{why.split(chr(10), 1)[0]}; {hint}")
+        self.console.print(f"{why}\n{hint}", style="red", markup=False, highlight=False)
 
     def _search(self, mode: Topology, target: Target, workload: tuple[int, int],
                 out: Path) -> None:

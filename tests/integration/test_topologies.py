@@ -81,14 +81,17 @@ def test_agg_x2_behind_the_rust_router_spreads_load_at_an_equal_budget(tmp_path:
 
 def test_the_capacity_search_converges_and_a_direct_run_agrees(tmp_path: Path) -> None:
     """The search's answer (rate, attainment) measured again directly, at that rate."""
-    slo = {"BENCH_SLO_TTFT_MS": "150", "BENCH_SLO_TPOT_MS": "30", "BENCH_NUM_PROMPTS": "40",
-           "BENCH_INPUT_LEN": "256", "BENCH_OUTPUT_LEN": "32", "BENCH_MAX_CONCURRENCY": "8",
-           "BENCH_CAPACITY_START_RATE": "4", "BENCH_CAPACITY_POINTS": "7",
-           "BENCH_CAPACITY_TOLERANCE": "0.15", "ROUTER_IMPL": "smg"}  # fmt: skip
+    # The simulator 4x slower than the GPU it models, so that this shared 2-core machine keeps
+    # up at the rates where the SLOs start to fail (the search, not the CPU, must find them).
+    slo = {"BENCH_SLO_TTFT_MS": "600", "BENCH_SLO_TPOT_MS": "40", "BENCH_NUM_PROMPTS": "120",
+           "BENCH_INPUT_LEN": "512", "BENCH_OUTPUT_LEN": "64", "BENCH_MAX_CONCURRENCY": "8",
+           "BENCH_CAPACITY_START_RATE": "4", "BENCH_CAPACITY_POINTS": "8",
+           "BENCH_CAPACITY_TOLERANCE": "0.15", "ROUTER_IMPL": "smg",
+           "SIM_ARGS": "--sim-time-scale 4"}  # fmt: skip
     settings = block_settings(tmp_path, BENCH_CAPACITY_SEARCH="true", **slo)
     run_dir = compare(settings, topologies=["agg"], console=recording_console()[0])
     (found,) = RunRecord.load(run_dir).capacity  # type: ignore[union-attr]
-    assert found.done and found.rate is not None and found.points <= 7
+    assert found.done and found.rate is not None and found.points <= 8
     searched = [r for r in rows(run_dir / "agg.jsonl") if r["tag"].endswith("_cap")]
     assert len(searched) == found.points
     assert found.attainment is not None and found.attainment >= 0.9
@@ -98,6 +101,8 @@ def test_the_capacity_search_converges_and_a_direct_run_agrees(tmp_path: Path) -
                             **{**slo, "BENCH_MAX_CONCURRENCY": "40"})  # no cap, as the search
     again = compare(direct, topologies=["agg"], console=recording_console()[0])
     (row,) = rows(again / "agg.jsonl")
+    print(f"capacity search: {found.rate:g} req/s at {found.attainment:.2f} after {found.points} "
+          f"points (missed at {found.above:g}); direct run: {row['slo_attainment']:.2f}")
     assert abs(row["slo_attainment"] - found.attainment) <= 0.15
     assert row["slo_attainment"] >= 0.8
 

@@ -130,12 +130,12 @@ def status(c: Context, set_: Sets = None) -> None:
 
 @sgl_task(
     dry_run=False,
-    name="agg, prefill, decode, router, or one worker such as decode-1",
+    name="agg, prefill, decode, router, one worker such as decode-1, or job (Slurm: invoke submit)",
     follow="keep printing new lines until it stops (Ctrl-C ends)",
 )
 def logs(c: Context, name: str, follow: bool = False, set_: Sets = None) -> None:
     """The log of a server or the router."""
-    for line in deploy.log_lines(load(set_).settings, name, follow=follow):
+    for line in cli.log_lines(load(set_).settings, name, follow=follow):
         print(line, flush=follow)
 
 
@@ -165,6 +165,20 @@ def compare(
         print(f"run directory: {run_dir}")
 
 
+@sgl_task(
+    modes="as for compare", topologies="as for compare", gpus="as for compare",
+    resume="as for compare", force="as for compare",
+)
+def submit(
+    c: Context, modes: str | None = None, topologies: str = "", gpus: int = 0, resume: str = "",
+    force: bool = False, set_: Sets = None, dry_run: bool = False,
+) -> None:  # fmt: skip
+    """Slurm, from a login node: `invoke compare` (same arguments) as an sbatch job; its id."""
+    cli.submit_task(load(set_).settings,
+                    cli.submit_args(modes, topologies, gpus, resume, force, set_),
+                    modes=modes, topologies=topologies, gpus=gpus, dry_run=dry_run)
+
+
 @sgl_task()
 def demo(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
     """`invoke compare` on the simulator with examples/demo.env (no GPU), then the report."""
@@ -172,6 +186,6 @@ def demo(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
 
 
 ns = Collection(setup, config, agg, prefill, decode, pd_router, bench, plot, report, status,
-                logs, down, compare, demo)  # fmt: skip
+                logs, down, compare, submit, demo)  # fmt: skip
 # Tasks print as they go; output is not captured.
 ns.configure({"run": {"echo": True}})

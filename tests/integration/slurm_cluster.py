@@ -81,14 +81,14 @@ def invoke(env: dict[str, str], *args: str,
 
 
 def salloc(env: dict[str, str], tmp_path: Path, name: str, args: str, *, nodes: int = 2,
-           log: str = "salloc.log") -> subprocess.Popen[bytes]:  # fmt: skip
-    """``salloc -N<nodes> bash -c 'invoke ARGS; ...'`` in the background.
+           log: str = "salloc.log", script: str = "") -> subprocess.Popen[bytes]:  # fmt: skip
+    """``salloc -N<nodes> bash -c 'invoke ARGS; ...'`` (or ``script``) in the background.
 
-    Right after invoke ends, still inside the allocation, the job's steps are written to
-    ``<tmp_path>/steps-left.txt`` (what the run left running), then bash exits with invoke's code.
+    Right after it ends, still inside the allocation, the job's steps are written to
+    ``<tmp_path>/steps-left.txt`` (what the run left running), then bash exits with its code.
     """
     left = tmp_path / "steps-left.txt"
-    script = (f"{INVOKE} {args}; rc=$?; "
+    script = (f"{script or f'{INVOKE} {args}'}; rc=$?; "
               f"squeue -h -s -j \"$SLURM_JOB_ID\" -o '%i %j' > {left}; exit $rc")
     with (tmp_path / log).open("wb") as out:
         return subprocess.Popen(["salloc", f"-N{nodes}", "--gpus-per-node=2", "-p", PARTITION,

@@ -18,8 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
-from sglbench.execute import deploy
-from sglbench.settings import load_settings
+from tests.conftest import REPO
 from tests.integration.slurm_cluster import (
     INVOKE,
     finish,
@@ -34,6 +33,7 @@ from tests.integration.slurm_cluster import (
     steps,
     wait_for,
 )
+from tests.integration.test_readme import readme_block
 
 pytestmark = [pytest.mark.slurm, needs_slurm, pytest.mark.usefixtures("own_jobs")]
 
@@ -59,78 +59,88 @@ def decode_environments(port: int, count: int) -> dict[int, dict[str, str]]:
     return found if len(found) == count else {}
 
 
-def test_compare_in_salloc_runs_agg_and_pd_as_steps_on_both_nodes(tmp_path: Path) -> None:
-    env = slurm_env(tmp_path)
-    decode_port = int(setting(env, "DECODE_PORT"))
-    proc = salloc(env, tmp_path, "compare", "compare --topologies agg,1p2d")
-    # While PD runs: decode-0 and decode-1 share sgl-n2, and each sees only its own GPU.
-    seen = wait_for("two decode steps", lambda: decode_environments(decode_port, 2), proc)
-    assert finish(proc) == 0, (tmp_path / "salloc.log").read_text()[-3000:]
-    out = (tmp_path / "salloc.log").read_text()
+def runs(env: dict[str, str]) -> dict[str, Path]:
+    """``salloc`` / ``submit`` -> the run directory each way made (the submitted one has the
+    batch script beside its results)."""
+    found = {}
+    for path in Path(setting(env, "RESULTS_DIR")).iterdir():
+        found["submit" if (path / "job.sbatch").is_file() else "salloc"] = path
+    return found
 
-    assert {e["SLURMD_NODENAME"] for e in seen.values()} == {"sgl-n2"}
-    assert [seen[decode_port + i]["CUDA_VISIBLE_DEVICES"] for i in range(2)] == ["0", "1"]
-    # The trap this avoids: both steps hold both of the job's GPUs on that node.
-    assert {e["SLURM_STEP_GPUS"] for e in seen.values()} == {"0,1"}
 
-    run = run_dir(env)
-    assert [rows(run / f) for f in ("agg.jsonl", "pd_1p2d.jsonl")] == [2, 2]
-    meta = metadata(run)
-    assert all(p["status"] == "ok" for p in meta["points"]) and len(meta["points"]) == 4
-    slurm = meta["slurm"]
-    assert slurm["nodelist"] == "sgl-n[1-2]" and slurm["nodes"] == ["sgl-n1", "sgl-n2"]
-    assert slurm["gpus_per_node"] == [2, 2] and slurm["version"].startswith("slurm")
-    assert slurm["placement"] == {
-        "agg": {"agg-0": {"node": "sgl-n1", "gpus": "0"}},
-        "pd_1p2d": {"prefill-0": {"node": "sgl-n1", "gpus": "0"},
-                    "decode-0": {"node": "sgl-n2", "gpus": "0"},
-                    "decode-1": {"node": "sgl-n2", "gpus": "1"}}}  # fmt: skip
-    assert meta["servers"]["decode-1"]["disaggregation_mode"] == "decode"
-    job = re.search(r"Granted job allocation (\d+)", out)
-    assert job and slurm["job_id"] == job.group(1)
-    for name, node in (("sglang-agg", "sgl-n1"), ("sglang-decode-1", "sgl-n2")):
-        assert re.search(rf"stopped {name} \(slurm, step {job.group(1)}\.\d+ on {node}\)", out)
-    assert (tmp_path / "steps-left.txt").read_text() == ""
+def test_readme_slurm_block_runs_as_written(tmp_path: Path) -> None:
+    """The README's Slurm commands: compare inside salloc, then submit followed to its end."""
+    block = readme_block("## Slurm")
+    assert "salloc -N2 --gpus-per-node=1 invoke compare" in block and "invoke submit" in block
+    # smg: the same PD routing as sglang-router without importing SGLang (30 s under load).
+    env = slurm_env(tmp_path, ROUTER_IMPL="smg")
+    env["PATH"] = f"{Path(INVOKE).parent}:{env['PATH']}"
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+
+    assert re.search(r"^srun --jobid=\d+ --overlap --nodes=1 --ntasks=1 --nodelist=sgl-n2 ",
+                     done.stdout, re.MULTILINE)  # the dry run: real nodes, every step
+    job = re.search(r"submitted job (\d+) \(sglb-job-[\d-]+\): (\S+)", done.stdout)
+    assert job, out[-4000:]
+    assert "run directory:" in done.stdout  # the job's own output, followed to its end
+    assert re.search(rf"job-{job[1]} .* job {job[1]} COMPLETED on sgl-n\[1-2\] .* exited\(0\)",
+                     done.stdout)  # fmt: skip
+    assert f"job-{job[1]} had already exited(0)" in done.stdout  # invoke down forgot it
+    made = runs(env)
+    assert set(made) == {"salloc", "submit"}
+    for how, run in made.items():
+        assert [rows(run / f) for f in ("agg.jsonl", "pd.jsonl")] == [2, 2], how
+        meta = metadata(run)
+        assert all(p["status"] == "ok" for p in meta["points"]) and len(meta["points"]) == 4
+        slurm = meta["slurm"]
+        # salloc asked for one GPU per node; the batch job is --exclusive: the nodes' two.
+        assert (slurm["nodelist"], slurm["nodes"], slurm["gpus_per_node"]) == (
+            "sgl-n[1-2]", ["sgl-n1", "sgl-n2"], [1, 1] if how == "salloc" else [2, 2])
+        assert slurm["version"].startswith("slurm") and slurm["container"] == "none"
+        assert slurm["placement"] == {
+            "agg": {"agg-0": {"node": "sgl-n1", "gpus": "0"}},
+            "pd": {"prefill-0": {"node": "sgl-n1", "gpus": "0"},
+                   "decode-0": {"node": "sgl-n2", "gpus": "0"}}}  # fmt: skip
+        assert meta["servers"]["decode"]["disaggregation_mode"] == "decode"
+    submitted = metadata(made["submit"])["slurm"]
+    assert submitted["job_id"] == job[1]
+    assert Path(submitted["batch_script"]).read_text() == Path(job[2]).read_text()
+    assert re.search(r"stopped sglang-decode \(slurm, step \d+\.\d+ on sgl-n2\)", done.stdout)
+    assert not [s for s in steps() if s[0].startswith(f"{job[1]}.")]
     assert "nothing of ours" in invoke(env, "status").stdout
 
 
-def test_submit_runs_the_same_compare_as_a_batch_job_followed_to_its_end(tmp_path: Path) -> None:
-    # smg: the same PD routing as sglang-router, without importing SGLang (30 s under load).
-    env = slurm_env(tmp_path, ROUTER_IMPL="smg")
-    settings = load_settings(Path(env["SGLBENCH_ENV_FILE"]), {}).settings
-    sent = invoke(env, "submit")
-    assert sent.returncode == 0, sent.stdout + sent.stderr
-    found = re.search(r"submitted job (\d+) \(sglb-job-[\d-]+\): (\S+)", sent.stdout)
-    assert found, sent.stdout
-    job, script = found.group(1), Path(found.group(2))
+def test_workers_on_one_node_hold_their_own_gpus_and_down_stops_only_ours(
+    tmp_path: Path,
+) -> None:
+    env = slurm_env(tmp_path, NUM_DECODE="2", DECODE_NODES="sgl-n2")
+    ready, release = tmp_path / "ready", tmp_path / "release"
+    # A step that is not ours, in the same job and on the same node: status and down leave it.
+    script = (f"srun --overlap -N1 -n1 -w sgl-n2 -J someone-else sleep 300 & "
+              f"{INVOKE} decode && touch {ready} && "
+              f"while [ ! -e {release} ]; do sleep 0.2; done; {INVOKE} down")
+    proc = salloc(env, tmp_path, "gpus", "", script=script)
     try:
-        text = script.read_text()
-        assert "#SBATCH --nodes=2" in text and "#SBATCH --gpus-per-node=1" in text
-        assert text.rstrip().endswith("-m invoke compare")
-
-        # What `invoke status` lists, asked in-process while the job runs: its steps, then its end.
-        def listed() -> dict[str, str]:
-            return {i.name: i.shown_state for i in deploy.status(settings)}
-
-        wait_for("the job's decode step", lambda: listed().get("sglang-decode") == "running",
-                 None, timeout=240)  # fmt: skip
-        wait_for("the job's end", lambda: listed().get(f"job-{job}") == "exited(0)", None,
-                 timeout=240)  # fmt: skip
+        wait_for("both decode workers", ready.exists, proc, timeout=120)
+        port = int(setting(env, "DECODE_PORT"))
+        seen = decode_environments(port, 2)
         status = invoke(env, "status").stdout
-        assert re.search(rf"job-{job} .* job {job} COMPLETED on sgl-n\[1-2\] .* exited\(0\)",
-                         status)  # fmt: skip
-        log = invoke(env, "logs", "job").stdout
-        assert "run directory:" in log and "pd_in64_out16_c8_rinf" in log
     finally:
-        down = invoke(env, "down")
-    assert f"job-{job}" in down.stdout and "nothing of ours" in invoke(env, "status").stdout
+        release.touch()
+    assert finish(proc, timeout=120) == 0, (tmp_path / "salloc.log").read_text()[-3000:]
 
-    run = run_dir(env)
-    assert [rows(run / f) for f in ("agg.jsonl", "pd.jsonl")] == [2, 2]
-    slurm = metadata(run)["slurm"]
-    assert slurm["job_id"] == job and slurm["nodes"] == ["sgl-n1", "sgl-n2"]
-    assert Path(slurm["batch_script"]).read_text() == text  # the script beside the results
-    assert not [s for s in steps() if s[0].startswith(f"{job}.")]
+    assert {e["SLURMD_NODENAME"] for e in seen.values()} == {"sgl-n2"}
+    assert [seen[port + i]["CUDA_VISIBLE_DEVICES"] for i in range(2)] == ["0", "1"]
+    # The trap this avoids: both steps hold both of the job's GPUs on the node.
+    assert {e["SLURM_STEP_GPUS"] for e in seen.values()} == {"0,1"}
+    assert re.search(r"sglang-decode-1 .* step \d+\.\d+ on sgl-n2 .* http://sgl-n2:\d+ .* running",
+                     status)  # fmt: skip
+    assert "someone-else" not in status
+    (left,) = (tmp_path / "steps-left.txt").read_text().splitlines()
+    assert left.endswith(" someone-else")
+    assert "stopped sglang-decode-0 (slurm" in (tmp_path / "salloc.log").read_text()
 
 
 def test_a_decode_step_cancelled_mid_sweep_keeps_finished_points(tmp_path: Path) -> None:

@@ -174,8 +174,10 @@ def submit(
     force: bool = False, set_: Sets = None, dry_run: bool = False,
 ) -> None:  # fmt: skip
     """Slurm, from a login node: `invoke compare` (same arguments) as an sbatch job; its id."""
+    from sglbench.execute.slurm_jobs import compare_arguments
+
     cli.submit_task(load(set_).settings,
-                    cli.submit_args(modes, topologies, gpus, resume, force, set_),
+                    compare_arguments(modes, topologies, gpus, resume, force, set_),
                     modes=modes, topologies=topologies, gpus=gpus, dry_run=dry_run)
 
 

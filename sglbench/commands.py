@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,7 +24,6 @@ from invoke.tasks import task
 from rich.console import Console
 from rich.table import Table
 
-from sglbench.display import is_secret
 from sglbench.errors import ConfigError, SglbenchError
 from sglbench.execute import deploy
 from sglbench.execute.runtime import Instance
@@ -301,33 +301,18 @@ def submit_task(settings: Settings, compare_args: Sequence[str], *, modes: str |
                           topologies=split_modes(topologies) if topologies else [],
                           gpus=gpus or None)  # fmt: skip
     command = [sys.executable, "-m", "invoke", "compare", *compare_args]
-    script, text = slurm_jobs.batch_job(settings, plan, command, Path.cwd(), deploy.new_run_id())
+    slurm_here = shutil.which("sbatch") is not None
+    script, text = slurm_jobs.batch_job(settings, plan, command, Path.cwd(), deploy.new_run_id(),
+                                        check_cluster=slurm_here or not dry_run)
     if dry_run:
+        if not slurm_here:
+            print("# sbatch not found here: the partition and its nodes are not checked")
         print(f"# would write {script} and submit it with sbatch --parsable:")
         print(text, end="")
         return
     job = slurm_jobs.submit_job(script, text)
     print(f"submitted job {job.job_id} ({job.name}): {job.script}")
     print("follow it with: invoke status; invoke logs job --follow; stop it: invoke down")
-
-
-def submit_args(modes: str | None, topologies: str, gpus: int, resume: str, force: bool,
-                set_: Sets) -> list[str]:
-    """The ``invoke compare`` arguments a submitted job runs with (the submit's own ones).
-
-    Raises:
-        ConfigError: a secret in ``--set`` (it would be written into the script).
-    """
-    args = [*(["--modes", modes] if modes is not None else []),
-            *(["--topologies", topologies] if topologies else []),
-            *(["--gpus", str(gpus)] if gpus else []), *(["--resume", resume] if resume else []),
-            *(["--force"] if force else [])]  # fmt: skip
-    for item in set_ or []:
-        if is_secret(item.partition("=")[0].strip()):
-            raise ConfigError(f"--set {item.partition('=')[0]}=...: a secret would be written "
-                              "into the batch script; put it in .env or the environment")
-        args += ["--set", item]
-    return args
 
 
 def log_lines(settings: Settings, name: str, *, follow: bool) -> Iterator[str]:

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sglbench.display import is_secret
 from sglbench.errors import ConfigError, ServerError
 from sglbench.execute.runtime import UNKNOWN_EXIT, Instance
 from sglbench.execute.slurm_setup import check_pyxis, first_line, run_slurm, slurm_version
@@ -66,8 +67,11 @@ def jobs_dir(settings: Settings) -> Path:
 
 
 def batch_job(settings: Settings, plan: Sequence[Topology], command: Sequence[str],
-              workdir: Path, stamp: str) -> tuple[Path, str]:  # fmt: skip
+              workdir: Path, stamp: str, *, check_cluster: bool = True) -> tuple[Path, str]:
     """The script path and text of a submit, after every check (nothing written yet).
+
+    ``check_cluster`` False (a dry run where Slurm is not installed): the partition, its node
+    count and pyxis are not asked about.
 
     Raises:
         ConfigError: no role on Slurm, no sbatch, unknown partition, too few nodes, no pyxis.
@@ -79,12 +83,13 @@ def batch_job(settings: Settings, plan: Sequence[Topology], command: Sequence[st
     counts = [nodes_needed(settings, t) for t in plan]
     nodes = max(n for n, _ in counts)
     named = sorted({name for _, names in counts for name in names})
-    if shutil.which("sbatch") is None:
-        raise ConfigError("invoke submit: sbatch not found; run it on a login node of the "
-                          "cluster (where Slurm's client commands are installed)")
-    _check_partition(settings, nodes, plan)
-    if settings.cluster_container == "pyxis":
-        check_pyxis()
+    if check_cluster:
+        if shutil.which("sbatch") is None:
+            raise ConfigError("invoke submit: sbatch not found; run it on a login node of the "
+                              "cluster (where Slurm's client commands are installed)")
+        _check_partition(settings, nodes, plan)
+        if settings.cluster_container == "pyxis":
+            check_pyxis()
     folder = jobs_dir(settings) / stamp
     text = sbatch_script(settings, name=f"{JOB_PREFIX}{stamp}", nodes=nodes, nodelist=named,
                          output=folder / "job-%j.out", workdir=workdir, command=command)
@@ -129,6 +134,25 @@ def submit_job(script: Path, text: str) -> JobRecord:
                        submitted=now())  # fmt: skip
     (script.parent / "job.json").write_text(json.dumps(asdict(record), indent=2) + "\n")
     return record
+
+
+def compare_arguments(modes: str | None, topologies: str, gpus: int, resume: str,
+                      force: bool, set_: Sequence[str] | None) -> list[str]:
+    """The ``invoke compare`` arguments a submitted job runs with (the submit's own ones).
+
+    Raises:
+        ConfigError: a secret in ``--set`` (it would be written into the script).
+    """
+    args = [*(["--modes", modes] if modes is not None else []),
+            *(["--topologies", topologies] if topologies else []),
+            *(["--gpus", str(gpus)] if gpus else []), *(["--resume", resume] if resume else []),
+            *(["--force"] if force else [])]  # fmt: skip
+    for item in set_ or []:
+        if is_secret(item.partition("=")[0].strip()):
+            raise ConfigError(f"--set {item.partition('=')[0]}=...: a secret would be written "
+                              "into the batch script; put it in .env or the environment")
+        args += ["--set", item]
+    return args
 
 
 def job_records(settings: Settings) -> list[JobRecord]:

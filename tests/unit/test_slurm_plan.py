@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from sglbench.commands import submit_args
 from sglbench.errors import ConfigError
+from sglbench.execute.slurm_jobs import batch_job, compare_arguments
 from sglbench.plan.placement import nodes_needed, place
 from sglbench.plan.router import router_spec
 from sglbench.plan.servers import server_specs
@@ -16,6 +19,7 @@ from sglbench.plan.slurm import container_image, sbatch_script, srun_argv, step_
 from sglbench.settings import Settings, load_settings
 from sglbench.settings.model import Allocation
 from sglbench.types import Topology
+from tests.conftest import REPO
 
 PD = Topology.disaggregated(1, 1)
 TWO = Allocation("42", "gpu[01-02]", ("gpu01", "gpu02"), (2, 2))
@@ -191,12 +195,12 @@ def test_sbatch_script() -> None:
 
 
 def test_submit_passes_the_compare_arguments_and_refuses_secrets() -> None:
-    assert submit_args("agg,pd", "", 0, "", False, ["BENCH_NUM_PROMPTS=8"]) == [
+    assert compare_arguments("agg,pd", "", 0, "", False, ["BENCH_NUM_PROMPTS=8"]) == [
         "--modes", "agg,pd", "--set", "BENCH_NUM_PROMPTS=8"]
-    assert submit_args(None, "aggx2,1p1d", 0, "RUN", True, None) == [
+    assert compare_arguments(None, "aggx2,1p1d", 0, "RUN", True, None) == [
         "--topologies", "aggx2,1p1d", "--resume", "RUN", "--force"]
     with pytest.raises(ConfigError, match=r"^--set HF_TOKEN=\.\.\.: a secret would be written"):
-        submit_args(None, "", 0, "", False, ["HF_TOKEN=hf_x"])
+        compare_arguments(None, "", 0, "", False, ["HF_TOKEN=hf_x"])
 
 
 # --- settings ----------------------------------------------------------------------------------
@@ -236,3 +240,34 @@ def test_our_keys_never_collide_with_slurms_variables() -> None:
 def test_dry_run_line_is_a_shell_line() -> None:
     argv = srun_line(slurm(CLUSTER_SRUN_ARGS="--comment='a b'"))
     assert shlex.split(shlex.join(argv)) == argv and "--comment=a b" in argv
+
+
+def test_compare_dry_run_prints_every_srun_line_without_an_allocation(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update({"RUNTIME": "slurm", "SIMULATE": "true", "IB_DEVICE": "", "HF_HUB_OFFLINE": "1",
+                "BENCH_DATASET": "random-ids", "SGLBENCH_ENV_FILE": str(tmp_path / "none.env"),
+                "RESULTS_DIR": str(tmp_path / "results"), "RUN_DIR": str(tmp_path / "run")})
+    (tmp_path / "none.env").write_text("")
+    invoke = str(Path(sys.executable).with_name("invoke"))
+    done = subprocess.run([invoke, "compare", "--dry-run", "--modes", "pd"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sruns = [line for line in done.stdout.splitlines() if line.startswith("srun ")]
+    assert [shlex.split(line)[5] for line in sruns] == ["--nodelist=<node1>", "--nodelist=<node2>"]
+    assert "--prefill http://<node1>:30000 8998" in done.stdout.replace("'", "")
+    assert not (tmp_path / "results").exists() and not (tmp_path / "run").exists()
+
+
+def test_batch_job_asks_for_the_nodes_of_the_widest_topology(tmp_path: Path) -> None:
+    settings = slurm(None, RUN_DIR=str(tmp_path / "run"))
+    plan = [Topology.aggregated(1), Topology.disaggregated(2, 1)]
+    path, text = batch_job(settings, plan, ["invoke", "compare"], tmp_path, "S1",
+                           check_cluster=False)  # fmt: skip
+    assert path == tmp_path / "run" / "slurm" / "jobs" / "S1" / "job.sbatch"
+    assert "#SBATCH --nodes=3" in text.splitlines()  # 2P1D split, one GPU per node
+    assert f"#SBATCH --output={tmp_path}/run/slurm/jobs/S1/job-%j.out" in text.splitlines()
+    assert not (tmp_path / "run").exists()  # nothing written before the submit
+    with pytest.raises(ConfigError, match=r"^invoke submit: no role of agg, 1P1D runs on Slurm "
+                                          r"\(RUNTIME=process\)"):
+        batch_job(load_settings(None, {}, {"RUNTIME": "process"}).settings,
+                  [Topology.aggregated(1), PD], ["true"], tmp_path, "S2", check_cluster=False)

@@ -107,6 +107,7 @@ class SlurmRuntime:
         self.stop_name(server.name)
         log, srun_log = self.log_path(server.name), self.srun_log_path(server.name)
         log.parent.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)  # a step that never starts must not show an old run's lines
         name = step_name(run_id, server)
         argv = srun_argv(self.settings, server, job_id=alloc.job_id, name=name, output=log,
                          python=self.python)  # fmt: skip

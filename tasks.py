@@ -67,7 +67,7 @@ def pd_router(
     c: Context, set_: Sets = None, dry_run: bool = False, detach: bool = False
 ) -> None:
     """PD router in front of prefill and decode; foreground (Ctrl-C stops it) unless --detach."""
-    settings = load(set_).settings
+    settings = cli.in_allocation(load(set_).settings)  # Slurm: the workers' nodes
     if dry_run:
         cli.print_lines(deploy.describe_mode(settings, from_settings(settings, "pd"))[-1:])
         return
@@ -88,7 +88,7 @@ def bench(
     """SGLang's bench client with the BENCH_* workload; appends to RESULTS_DIR/TAG.jsonl."""
     from sglbench.execute.bench import run_bench
 
-    path = run_bench(load(set_).settings, tag=tag, base_url=base_url or None,
+    path = run_bench(cli.in_allocation(load(set_).settings), tag=tag, base_url=base_url or None,
                      mode=cli.parse_bench_mode(mode), dry_run=dry_run,
                      console=cli.console())  # fmt: skip
     if not dry_run:

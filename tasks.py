@@ -68,7 +68,7 @@ def pd_router(
     c: Context, set_: Sets = None, dry_run: bool = False, detach: bool = False
 ) -> None:
     """PD router in front of prefill and decode; foreground (Ctrl-C stops it) unless --detach."""
-    settings = load(set_).settings
+    settings = cli.in_allocation(load(set_).settings)  # Slurm: the workers' nodes
     if dry_run:
         cli.print_lines(deploy.describe_mode(settings, from_settings(settings, "pd"))[-1:])
         return
@@ -91,7 +91,7 @@ def bench(
     """SGLang's bench client with the BENCH_* workload; appends to RESULTS_DIR/TAG.jsonl."""
     from sglbench.execute.bench import run_bench
 
-    path = run_bench(load(set_).settings, tag=tag, base_url=base_url or None,
+    path = run_bench(cli.in_allocation(load(set_).settings), tag=tag, base_url=base_url or None,
                      mode=cli.parse_bench_mode(mode), dry_run=dry_run,
                      console=cli.console())  # fmt: skip
     if not dry_run:
@@ -133,7 +133,7 @@ def status(c: Context, set_: Sets = None) -> None:
 
 @sgl_task(
     dry_run=False,
-    name="agg, prefill, decode, router, or one worker such as decode-1",
+    name="agg, prefill, decode, router, one worker such as decode-1, or job (Slurm: invoke submit)",
     follow="keep printing new lines until it stops (Ctrl-C ends)",
 )
 def logs(c: Context, name: str, follow: bool = False, set_: Sets = None) -> None:
@@ -167,6 +167,22 @@ def compare(
         print(f"run directory: {run_dir}")
 
 
+@sgl_task(
+    modes="as for compare", topologies="as for compare", gpus="as for compare",
+    resume="as for compare", force="as for compare",
+)
+def submit(
+    c: Context, modes: str | None = None, topologies: str = "", gpus: int = 0, resume: str = "",
+    force: bool = False, set_: Sets = None, dry_run: bool = False,
+) -> None:  # fmt: skip
+    """Slurm, from a login node: `invoke compare` (same arguments) as an sbatch job; its id."""
+    from sglbench.execute.slurm_jobs import compare_arguments
+
+    cli.submit_task(load(set_).settings,
+                    compare_arguments(modes, topologies, gpus, resume, force, set_),
+                    modes=modes, topologies=topologies, gpus=gpus, dry_run=dry_run)
+
+
 @sgl_task()
 def demo(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
     """`invoke compare` on the simulator with examples/demo.env (no GPU), then the report."""
@@ -174,6 +190,6 @@ def demo(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
 
 
 ns = Collection(setup, config, agg, prefill, decode, pd_router, bench, plot, report, status,
-                logs, down, compare, demo)  # fmt: skip
+                logs, down, compare, submit, demo)  # fmt: skip
 # Tasks print as they go; output is not captured.
 ns.configure({"run": {"echo": True}})

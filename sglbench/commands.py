@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from sglbench.errors import ConfigError, ServerError, SglbenchError
 from sglbench.execute import deploy
 from sglbench.execute.runs import acquire, live_runs, release
 from sglbench.execute.runtime import Instance
+from sglbench.execute.runtimes import check_start
+from sglbench.plan.topology import run_topologies
 from sglbench.settings import ENV_FILE_VAR, LoadedSettings, Settings, load_settings
 from sglbench.types import BENCH_MODES, BenchMode, Role
 
@@ -62,6 +65,22 @@ def load(set_: Sets, env_file: Path | None = None,
         if ENV_FILE_VAR in env and not env_file.is_file():
             raise ConfigError(f"{ENV_FILE_VAR}={env_file}: no such file")
     return load_settings(env_file, env, overrides(set_ or []))
+
+
+def in_allocation(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
+    """``settings`` with the Slurm allocation of SLURM_JOB_ID when a role runs on Slurm.
+
+    Raises:
+        ConfigError: SLURM_JOB_ID names a job that is gone.
+    """
+    env = os.environ if environ is None else environ
+    job_id = env.get("SLURM_JOB_ID", "")
+    if not job_id or not settings.roles_on("slurm"):
+        return settings
+    from sglbench.execute.slurm_setup import allocation_of
+
+    found = allocation_of(job_id, env.get("SLURM_JOB_NODELIST") or None)
+    return settings.model_copy(update={"allocation": found})
 
 
 def overrides(items: Sequence[str]) -> dict[str, str]:
@@ -213,6 +232,7 @@ def result_inputs(settings: Settings, paths: Sets) -> list[Path]:
 
 def up_role_task(settings: Settings, role: Role, *, dry_run: bool, pull: bool) -> None:
     """``invoke agg|prefill|decode``: start every worker of ``role`` and wait until ready."""
+    settings = in_allocation(settings)
     if dry_run:
         print_lines(deploy.describe_role(settings, role))
         return
@@ -222,6 +242,7 @@ def up_role_task(settings: Settings, role: Role, *, dry_run: bool, pull: bool) -
         pull_image(settings, console(), roles=[role])
     run_id = deploy.new_run_id()
     topology = settings.topology("agg" if role == "agg" else "pd")
+    check_start(settings, [topology])
     acquire(settings, run_id, f"invoke {role}", [topology], [role])
     deploy.up_role(settings, role, run_id=run_id, console=console())
 
@@ -229,7 +250,7 @@ def up_role_task(settings: Settings, role: Role, *, dry_run: bool, pull: bool) -
 def logs_task(settings: Settings, name: str, *, follow: bool) -> None:
     """``invoke logs NAME``: its log; one line and exit 1 when there is none."""
     shown = 0
-    for line in deploy.log_lines(settings, name, follow=follow):
+    for line in log_lines(settings, name, follow=follow):
         print(line, flush=follow)
         shown += 1
     if shown == 0:
@@ -280,9 +301,13 @@ def compare_task(settings: Settings, modes: str | None, resume: str, force: bool
     mode_list = [] if modes is None else split_modes(modes)
     topology_list = split_modes(topologies) if topologies else []
     budget = gpus or None
+    settings = in_allocation(settings)
     # compare imports the bench client machinery; keep `invoke --list` and the rest quick.
     from sglbench.execute import compare
 
+    if not dry_run:  # an allocation, nodes, a container tool: before anything is written
+        check_start(settings, run_topologies(settings, modes=mode_list,
+                                             topologies=topology_list, gpus=budget))
     if dry_run:
         print_lines(compare.describe_compare(settings, mode_list, resume or None, force,
                                              topologies=topology_list, gpus=budget))
@@ -310,6 +335,40 @@ def print_verdict(settings: Settings, run_dir: Path) -> None:
         console().print("[bold]verdict[/bold]")
         for line in lines:
             console().print(line, markup=False, highlight=False)
+
+
+def submit_task(settings: Settings, compare_args: Sequence[str], *, modes: str | None,
+                topologies: str, gpus: int, dry_run: bool) -> None:
+    """``invoke submit``: ``invoke compare COMPARE_ARGS`` as a batch job (``dry_run``: print
+    the script); the script's path and the job id are printed.
+    """
+    from sglbench.execute import slurm_jobs
+
+    plan = run_topologies(settings, modes=[] if modes is None else split_modes(modes),
+                          topologies=split_modes(topologies) if topologies else [],
+                          gpus=gpus or None)  # fmt: skip
+    command = [sys.executable, "-m", "invoke", "compare", *compare_args]
+    slurm_here = shutil.which("sbatch") is not None
+    script, text = slurm_jobs.batch_job(settings, plan, command, Path.cwd(), deploy.new_run_id(),
+                                        check_cluster=slurm_here or not dry_run)
+    if dry_run:
+        if not slurm_here:
+            print("# sbatch not found here: the partition and its nodes are not checked")
+        print(f"# would write {script} and submit it with sbatch --parsable:")
+        print(text, end="")
+        return
+    job = slurm_jobs.submit_job(script, text)
+    print(f"submitted job {job.job_id} ({job.name}): {job.script}")
+    print("follow it with: invoke status; invoke logs job --follow; stop it: invoke down")
+
+
+def log_lines(settings: Settings, name: str, *, follow: bool) -> Iterator[str]:
+    """``invoke logs NAME``: a server or the router, or ``job``/``job-<id>`` (a submitted job)."""
+    if name == "job" or (name.startswith("job-") and name[4:].isdigit()):
+        from sglbench.execute.slurm_jobs import job_log_lines
+
+        return job_log_lines(settings, name, follow=follow)
+    return deploy.log_lines(settings, name, follow=follow)
 
 
 def demo_task(settings: Settings, *, dry_run: bool) -> None:

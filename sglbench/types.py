@@ -20,9 +20,13 @@ ROLES: tuple[Role, ...] = get_args(Role)
 PD_ROLES: tuple[Role, ...] = ("prefill", "decode")
 # What a runtime starts: a server of a role, or the router.
 Service = Literal["agg", "prefill", "decode", "router"]
-# What runs servers: local processes or containers on a docker engine.
-RuntimeName = Literal["process", "docker"]
+# What runs servers: local processes, containers on a docker engine, or Slurm job steps.
+RuntimeName = Literal["process", "docker", "slurm"]
 RUNTIMES: tuple[RuntimeName, ...] = get_args(RuntimeName)
+# Slurm: where roles go on the allocation's nodes (split: each role on nodes of its own, in
+# role order; pack: every worker on the first node with free GPUs), and what runs a step.
+SlurmPlacement = Literal["split", "pack"]
+SlurmContainer = Literal["none", "pyxis", "apptainer"]
 RouterImpl = Literal["rust", "mini-lb", "smg"]
 # --policy of the Rust routers (sglang-router 0.3.2 and smg 1.13.0 both take these).
 RouterPolicy = Literal["random", "round_robin", "cache_aware", "power_of_two"]

@@ -136,7 +136,7 @@ def down(settings: Settings, console: Console, run_id: str | None = None) -> int
     for runtime in runtimes_in_use(settings):
         for found in runtime.stop_run(run_id):
             if found.state != "running":
-                console.print(f"{found.name} had already exited ({found.where})")
+                console.print(f"{found.name} had already {found.shown_state} ({found.where})")
                 continue
             extra = ", container removed" if runtime.name == "docker" else ""
             console.print(f"stopped {found.name} ({runtime.name}, {found.where}{extra})")

@@ -101,6 +101,12 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 def new_record(settings: Settings, *, run_id: str, modes: Sequence[ModeRecord]) -> RunRecord:
     """The record of a new run (servers and points are filled in as the run goes)."""
+    slurm = None
+    if settings.roles_on("slurm"):
+        from sglbench.execute.slurm_jobs import slurm_record  # only where a role is on Slurm
+
+        slurm = slurm_record(settings, [m.topology for m in modes],
+                             Path(settings.results_dir) / run_id)  # fmt: skip
     return RunRecord(
         schema=SCHEMA_VERSION,
         run_id=run_id,
@@ -113,4 +119,5 @@ def new_record(settings: Settings, *, run_id: str, modes: Sequence[ModeRecord]) 
         versions=versions(settings),
         git_commit=git_commit(),
         gpus=gpu_info(),
+        slurm=slurm,
     )

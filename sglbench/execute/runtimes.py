@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 
 from sglbench.errors import ConfigError
 from sglbench.execute.runtime import Runtime
 from sglbench.settings import Settings
-from sglbench.types import RuntimeName
+from sglbench.types import RuntimeName, Topology
 
 
 def runtime_for(settings: Settings, name: RuntimeName) -> Runtime:
@@ -20,6 +21,10 @@ def runtime_for(settings: Settings, name: RuntimeName) -> Runtime:
         from sglbench.execute.process import ProcessRuntime
 
         return ProcessRuntime(settings)
+    if name == "slurm":
+        from sglbench.execute.slurm import SlurmRuntime
+
+        return SlurmRuntime(settings)
     try:
         # Imported lazily: the docker SDK (and an engine) is only needed when a role uses it.
         docker = importlib.import_module("sglbench.execute.docker")
@@ -33,8 +38,22 @@ def runtime_for(settings: Settings, name: RuntimeName) -> Runtime:
 
 
 def runtimes_in_use(settings: Settings) -> list[Runtime]:
-    """The process runtime (the router always runs here) and docker when a role uses it."""
+    """The process runtime (the router always runs here) and docker or slurm when a role uses it."""
     found = [runtime_for(settings, "process")]
     if settings.roles_on("docker"):
         found.append(runtime_for(settings, "docker"))
+    if settings.roles_on("slurm"):
+        found.append(runtime_for(settings, "slurm"))
     return found
+
+
+def check_start(settings: Settings, topologies: Sequence[Topology]) -> None:
+    """What a runtime can tell before anything starts (Slurm: the allocation, nodes, container).
+
+    Raises:
+        ConfigError: one line naming the key or what is missing.
+    """
+    if settings.roles_on("slurm"):
+        from sglbench.execute.slurm_setup import check_start as check_slurm
+
+        check_slurm(settings, topologies)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from sglbench.plan.placement import place
 from sglbench.plan.topology import from_settings, worker_gpus
 from sglbench.settings import Settings
 from sglbench.types import Role, RuntimeName, Service, Topology
@@ -83,21 +84,25 @@ def server_specs(settings: Settings, role: Role,
     """Every worker of a role in ``topology`` (default: NUM_AGG / NUM_PREFILL / NUM_DECODE).
 
     Worker i listens on the role's PORT+i and holds its own slice of the role's GPU ids; on the
-    process runtime those become its CUDA_VISIBLE_DEVICES (the simulator ignores them).
+    process runtime those become its CUDA_VISIBLE_DEVICES (the simulator ignores them). On Slurm,
+    the placement decides each worker's node (its URL host) and GPUs instead.
     """
     own = settings.role(role)
     topology = topology or from_settings(settings, "agg" if role == "agg" else "pd")
     count, tp = topology.workers[role], topology.tp(role)
+    slots = ({s.index: s for s in place(settings, topology) if s.role == role}
+             if own.runtime == "slurm" else {})  # fmt: skip
     specs = []
     for index in range(count):
-        gpus = worker_gpus(own.gpus, index, tp, count)
+        slot = slots.get(index)
+        gpus = slot.gpu_ids if slot else worker_gpus(own.gpus, index, tp, count)
         env = (() if settings.simulate or own.runtime != "process" or gpus == "all"
                else (("CUDA_VISIBLE_DEVICES", gpus),))  # fmt: skip
         specs.append(ServerSpec(
             role=role,
             index=index,
             name=f"sglang-{role}" + (f"-{index}" if count > 1 else ""),
-            host=own.host,
+            host=slot.node if slot else own.host,
             port=own.port + index,
             bootstrap_port=settings.bootstrap_port + index if role == "prefill" else None,
             module=SIM_SERVER_MODULE if settings.simulate else SGLANG_SERVER_MODULE,

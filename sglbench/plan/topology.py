@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from sglbench.errors import ConfigError
 from sglbench.hosts import same_machine
+from sglbench.plan.placement import place
 from sglbench.settings import Settings
 from sglbench.settings.checks import check_listeners
 from sglbench.types import MODE_KINDS, TOPOLOGY_SYNTAX, ModeKind, Role, Topology, parse_topology
@@ -143,6 +144,7 @@ def check_topology(settings: Settings, topology: Topology) -> None:
         raise ConfigError(f"ROUTER_IMPL=mini-lb routes PD only; {topology.label} needs a router "
                           "in regular mode: set ROUTER_IMPL=rust or smg")
     check_listeners(settings, topology)
+    place(settings, topology)  # Slurm roles: nodes, GPUs and ports per node
     if _gpus_requested(settings):
         _check_gpu_ids(settings, topology)
 
@@ -158,6 +160,8 @@ def _check_gpu_ids(settings: Settings, topology: Topology) -> None:
     held: dict[tuple[str, str], str] = {}  # (host, gpu id) -> the worker holding it
     for role, count in topology.workers.items():
         own = settings.role(role)
+        if own.runtime == "slurm":
+            continue  # the placement gives each Slurm worker its own GPUs
         tp = topology.tp(role)
         ids = [g for g in own.gpus.split(",") if g]
         if own.gpus == "all":

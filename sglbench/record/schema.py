@@ -150,6 +150,21 @@ class WorkloadChange(_Record):
     changes: list[str]
 
 
+class SlurmRecord(_Record):
+    """Where a run's Slurm steps ran: the job, its nodes, each worker's node and GPUs."""
+
+    job_id: str
+    nodelist: str  # as Slurm writes it: sgl-n[1-2]
+    nodes: list[str] = Field(default_factory=list)
+    gpus_per_node: list[int] = Field(default_factory=list)  # the job's GPU gres (0: none)
+    version: str | None = None  # srun --version
+    container: str = "none"  # none, pyxis, apptainer
+    image: str | None = None  # the container image (None: no container)
+    # mode -> worker (prefill-0) -> {"node": ..., "gpus": "0"}
+    placement: dict[str, dict[str, dict[str, str]]] = Field(default_factory=dict)
+    batch_script: str | None = None  # the sbatch script of `invoke submit`, copied beside
+
+
 class RunRecord(_Record):
     """The whole ``metadata.json`` of a run directory."""
 
@@ -176,6 +191,7 @@ class RunRecord(_Record):
     resumed: list[str] = Field(default_factory=list)
     points: list[PointRecord] = Field(default_factory=list)
     capacity: list[CapacityRecord] = Field(default_factory=list)
+    slurm: SlurmRecord | None = None  # None: no role ran on Slurm
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 

@@ -66,6 +66,23 @@ BENCH_FLAGS: dict[str, str] = {
     "--tag": "the bench task's --tag",
     "--pd-separated": "the bench task (detected from the router)",
 }
+# srun/sbatch flags the Slurm builders set themselves (plan.slurm).
+_STEP = "the Slurm runtime (one step per server)"
+SRUN_FLAGS: dict[str, str] = {
+    **dict.fromkeys(("--jobid", "--overlap", "--nodes", "-N", "--ntasks", "-n"), _STEP),
+    **dict.fromkeys(("--nodelist", "-w"), "CLUSTER_PLACEMENT/AGG_NODES/PREFILL_NODES/DECODE_NODES"),
+    **dict.fromkeys(("--job-name", "-J", "--output", "-o"), _STEP),
+    "--container-image": "CLUSTER_CONTAINER_IMAGE",
+    "--container-mounts": "CLUSTER_CONTAINER_MOUNTS",
+}
+SBATCH_FLAGS: dict[str, str] = {
+    **dict.fromkeys(("--job-name", "-J", "--output", "-o"), "invoke submit"),
+    **dict.fromkeys(("--nodes", "-N", "--nodelist", "-w"), "the topologies and placement"),
+    "--gpus-per-node": "CLUSTER_GPUS_PER_NODE",
+    **dict.fromkeys(("--time", "-t"), "CLUSTER_TIME_LIMIT"),
+    **dict.fromkeys(("--partition", "-p"), "CLUSTER_PARTITION"),
+    **dict.fromkeys(("--account", "-A"), "CLUSTER_ACCOUNT"),
+}
 _EXTRA_KEYS: dict[str, dict[str, str]] = {
     "EXTRA_SERVER_ARGS": SERVER_FLAGS,
     "AGG_EXTRA_ARGS": SERVER_FLAGS,
@@ -74,6 +91,8 @@ _EXTRA_KEYS: dict[str, dict[str, str]] = {
     "SIM_ARGS": SERVER_FLAGS,
     "ROUTER_EXTRA_ARGS": ROUTER_FLAGS,
     "BENCH_EXTRA_ARGS": BENCH_FLAGS,
+    "CLUSTER_SRUN_ARGS": SRUN_FLAGS,
+    "CLUSTER_SBATCH_ARGS": SBATCH_FLAGS,
 }
 
 
@@ -95,6 +114,7 @@ def check_cross_fields(settings: Settings) -> None:
         check_listeners(settings, parse_topology(item, settings.role_tp()))
     _check_extra_args(settings)
     _check_docker_bind(settings)
+    _check_slurm_bind(settings)
     _check_slos(settings)
     if settings.simulate:
         _check_sim_args(settings)
@@ -168,6 +188,8 @@ def _check_extra_args(s: Settings) -> None:
     for key, managed in _EXTRA_KEYS.items():
         for word in shlex.split(values[key]):
             flag = word.split("=", 1)[0]
+            if not flag.startswith("--") and flag[:2] in managed:
+                flag = flag[:2]  # -N2, -wnode1: a short flag with its value attached
             if flag in managed:
                 raise ConfigError(
                     f"{key}: {flag} is set from {managed[flag]}; remove it from {key} "
@@ -181,6 +203,15 @@ def _check_docker_bind(s: Settings) -> None:
         raise ConfigError(f"SERVER_BIND_HOST={s.server_bind_host}: agg in a container is "
                           "reached through a port mapping, so it must listen on 0.0.0.0; unset "
                           "SERVER_BIND_HOST (or use AGG_RUNTIME=process)")
+
+
+def _check_slurm_bind(s: Settings) -> None:
+    """A Slurm step is reached from the harness through its node's address, never loopback."""
+    roles = [r for r in ("agg", "prefill", "decode") if s.role(r).runtime == "slurm"]
+    if roles and is_loopback(s.server_bind_host):
+        raise ConfigError(f"SERVER_BIND_HOST={s.server_bind_host}: {roles[0]} runs as a Slurm "
+                          "step on another node and is reached through that node's address; "
+                          "unset SERVER_BIND_HOST (0.0.0.0)")
 
 
 def _check_slos(s: Settings) -> None:

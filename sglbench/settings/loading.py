@@ -31,7 +31,7 @@ Source = Literal["default", ".env", "environment", "command line"]
 
 # Unknown environment variables with these prefixes are treated as typos of ours; other
 # environment variables (PATH, DOCKER_HOST, SGLBENCH_DEBUG, ...) belong to someone else.
-_OWN_PREFIXES = ("BENCH_", "AGG_", "PREFILL_", "DECODE_", "ROUTER_", "SIM_")
+_OWN_PREFIXES = ("BENCH_", "AGG_", "PREFILL_", "DECODE_", "ROUTER_", "SIM_", "CLUSTER_")
 # Keys whose empty value is a value of its own rather than "unset".
 _EMPTY_IS_A_VALUE = frozenset({"IB_DEVICE"})
 # Read by the task machinery itself (which .env to load), not a setting.

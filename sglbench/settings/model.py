@@ -19,10 +19,13 @@ from sglbench.settings.values import (
     check_docker_host,
     check_gpus,
     check_host,
+    check_mounts,
     check_rate,
     check_shell_args,
     check_shm_size,
     check_sim_profile,
+    check_time_limit,
+    check_token,
     check_topology,
     check_unique,
     parse_rate,
@@ -37,9 +40,22 @@ from sglbench.types import (
     RouterImpl,
     RouterPolicy,
     RuntimeName,
+    SlurmContainer,
+    SlurmPlacement,
     Topology,
     TransferBackend,
 )
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The Slurm allocation the harness runs in: its job id, nodes and GPUs per node."""
+
+    job_id: str
+    nodelist: str  # as Slurm writes it: sgl-n[1-2]
+    nodes: tuple[str, ...]  # scontrol show hostnames
+    gpus: tuple[int, ...] = ()  # the job's GPUs on each node (0: no GPU gres), as nodes
+
 
 # --mem-fraction-static of each role in the original scripts.
 ORIGINAL_MEM_FRACTION: dict[Role, float] = {"agg": 0.9, "prefill": 0.8, "decode": 0.8}
@@ -69,6 +85,8 @@ Rates = Annotated[
 Fraction = Annotated[float, Field(gt=0, le=1)]
 SloMs = Annotated[float, Field(gt=0, le=3.6e6, allow_inf_nan=False)]
 # "aggx2,1p1d 2p2d@tp2": the syntax is checked by the topology parser (plan.topology).
+# Slurm node names (AGG_NODES=gpu01,gpu02), each a host name.
+NodeNames = Annotated[tuple[Host, ...], BeforeValidator(split_list)]
 Topologies = Annotated[tuple[Annotated[str, AfterValidator(check_topology)], ...],
                        BeforeValidator(split_list)]
 
@@ -267,6 +285,44 @@ class Settings(BaseModel):
                          description="pid files and logs of what this project started")
     venv_dir: str = Field(".venv", alias="VENV_DIR", description="control-host venv")
 
+    # --- slurm (a role on RUNTIME=slurm runs as a job step; `invoke submit` from a login node) -
+    # CLUSTER_*, not SLURM_*/SBATCH_*/SRUN_*: those are Slurm's own input and output variables.
+    cluster_placement: SlurmPlacement = Field(
+        "split", alias="CLUSTER_PLACEMENT",
+        description="split: each role on nodes of its own (prefill on the first nodes, decode on "
+        "the next); pack: each worker on the first node with free GPUs")
+    agg_nodes: NodeNames = Field((), alias="AGG_NODES", description="Slurm nodes of agg workers "
+                                 "(empty: CLUSTER_PLACEMENT)")
+    prefill_nodes: NodeNames = Field((), alias="PREFILL_NODES",
+                                     description="Slurm nodes of prefill workers")
+    decode_nodes: NodeNames = Field((), alias="DECODE_NODES",
+                                    description="Slurm nodes of decode workers")
+    cluster_gpus_per_node: int = Field(1, ge=1, le=64, alias="CLUSTER_GPUS_PER_NODE",
+                                       description="GPUs per node: sbatch --gpus-per-node, and "
+                                       "what placement counts when the job has no GPU gres")
+    cluster_partition: Annotated[str, AfterValidator(check_token)] = Field(
+        "", alias="CLUSTER_PARTITION", description="sbatch --partition (empty: the default)")
+    cluster_account: Annotated[str, AfterValidator(check_token)] = Field(
+        "", alias="CLUSTER_ACCOUNT", description="sbatch --account (empty: none)")
+    cluster_time_limit: Annotated[str, AfterValidator(check_time_limit)] = Field(
+        "01:00:00", alias="CLUSTER_TIME_LIMIT",
+        description="sbatch --time: MM, HH:MM:SS, D-HH or D-HH:MM:SS")
+    cluster_container: SlurmContainer = Field(
+        "none", alias="CLUSTER_CONTAINER",
+        description="none (SGLang on the nodes), pyxis (srun --container-image) or apptainer")
+    cluster_container_image: str = Field("", alias="CLUSTER_CONTAINER_IMAGE",
+                                         description="image of pyxis/apptainer steps (empty: "
+                                         "SGLANG_IMAGE; apptainer gets docker://)")
+    cluster_container_mounts: Annotated[str, AfterValidator(check_mounts)] = Field(
+        "", alias="CLUSTER_CONTAINER_MOUNTS",
+        description="extra SRC:DST mounts, comma-separated (the HF cache is always mounted)")
+    cluster_srun_args: ShellArgs = Field("", alias="CLUSTER_SRUN_ARGS",
+                                         description="extra srun args of every server step")
+    cluster_sbatch_args: ShellArgs = Field("", alias="CLUSTER_SBATCH_ARGS",
+                                           description="extra sbatch args of invoke submit")
+    # Not a key: the allocation the harness runs in, found from SLURM_JOB_ID by the task layer.
+    allocation: Allocation | None = Field(None, exclude=True)
+
     def role(self, role: Role) -> RoleSettings:
         """The settings of one server role, typed (``PREFILL_HOST`` -> ``.host`` ...)."""
         if role == "agg":
@@ -274,18 +330,18 @@ class Settings(BaseModel):
                                 self.agg_runtime or self.runtime, self.agg_gpus,
                                 self.agg_docker_host, self._mem_fraction("agg",
                                                                          self.agg_mem_fraction),
-                                self.agg_extra_args)  # fmt: skip
+                                self.agg_extra_args, self.agg_nodes)  # fmt: skip
         if role == "prefill":
             return RoleSettings("prefill", self.prefill_host, self.prefill_port,
                                 self.num_prefill, self.prefill_runtime or self.runtime,
                                 self.prefill_gpus, self.prefill_docker_host,
                                 self._mem_fraction("prefill", self.prefill_mem_fraction),
-                                self.prefill_extra_args)  # fmt: skip
+                                self.prefill_extra_args, self.prefill_nodes)  # fmt: skip
         return RoleSettings("decode", self.decode_host, self.decode_port, self.num_decode,
                             self.decode_runtime or self.runtime, self.decode_gpus,
                             self.decode_docker_host,
                             self._mem_fraction("decode", self.decode_mem_fraction),
-                            self.decode_extra_args)  # fmt: skip
+                            self.decode_extra_args, self.decode_nodes)  # fmt: skip
 
     def role_tp(self) -> dict[Role, int]:
         """AGG_TP / PREFILL_TP / DECODE_TP by role."""
@@ -320,6 +376,7 @@ class RoleSettings:
     docker_host: str  # "" = the local engine
     mem_fraction: float
     extra_args: str
+    nodes: tuple[str, ...] = ()  # Slurm nodes given for the role (empty: CLUSTER_PLACEMENT)
 
     def key(self, suffix: str) -> str:
         """The settings key of one of this role's fields, e.g. ``key("PORT")`` -> PREFILL_PORT."""

@@ -77,6 +77,27 @@ def check_sim_profile(value: str) -> str:
     return value
 
 
+def check_token(value: str) -> str:
+    """One word without spaces or commas (a partition or account name; empty: unset)."""
+    if re.search(r"[\s,]", value):
+        raise ValueError("expected one name without spaces or commas")
+    return value
+
+
+def check_time_limit(value: str) -> str:
+    """A Slurm time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+    if not re.fullmatch(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}", value):
+        raise ValueError("expected a Slurm time limit such as 30, 01:00:00 or 1-00:00:00")
+    return value
+
+
+def check_mounts(value: str) -> str:
+    """Comma-separated SRC:DST[:OPTIONS] mounts with absolute paths (empty: none)."""
+    for item in filter(None, value.split(",")):
+        src, _, dst = item.partition(":")
+        if not src.startswith("/") or not dst.startswith("/"):
+            raise ValueError(f"{item!r}: expected /src:/dst with absolute paths")
+    return value
 
 
 def check_topology(value: str) -> str:

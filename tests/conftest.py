@@ -57,8 +57,11 @@ def free_port_block(count: int) -> int:
     """The first of ``count`` consecutive ports free on 127.0.0.1 a moment ago (worker i of a
     role listens on PORT+i)."""
     rng = random.Random()
+    # Below the kernel's ephemeral range (32768-60999 by default): a port there can be taken as
+    # the local end of some outbound connection between the check and the server's bind.
+    low, _high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     for _ in range(500):
-        base = rng.randint(20000, 60000 - count)
+        base = rng.randint(10000, max(10001, low - count - 1))
         with ExitStack() as stack:
             try:
                 for port in range(base, base + count):

@@ -59,7 +59,8 @@ def free_port_block(count: int) -> int:
     rng = random.Random()
     # Below the kernel's ephemeral range (32768-60999 by default): a port there can be taken as
     # the local end of some outbound connection between the check and the server's bind.
-    low, _high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    low = int(ephemeral[0])
     for _ in range(500):
         base = rng.randint(10000, max(10001, low - count - 1))
         with ExitStack() as stack:

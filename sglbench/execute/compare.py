@@ -34,6 +34,7 @@ from sglbench.execute.client_worker import BenchWorker, PointOutcome
 from sglbench.execute.provenance import new_record, secrets_of, server_infos
 from sglbench.execute.target import Target
 from sglbench.plan.client import ClientSetup, client_setup, planned_client
+from sglbench.plan.observe import observed_endpoints
 from sglbench.plan.router import router_spec
 from sglbench.plan.servers import server_specs
 from sglbench.plan.sweep import SweepPoint, point_tag, setup_of, sweep_points, workload_of
@@ -85,7 +86,7 @@ def point_record(mode: Topology, result: PointResult, *, num_prompts: int,
         host_cpu_busy=round(o.host_busy, 3) if measured else None,
         started=result.started, ended=now() if measured else None, log=str(log),
         note=None if measured else "row written just before an interrupt; client CPU not "
-        "recorded",
+        "recorded", observed=result.observed,
     )  # fmt: skip
 
 
@@ -173,7 +174,9 @@ class _Run:
             self.save()
             with self.console.status("loading SGLang's bench client ..."):
                 self.worker.wait_ready()
-            self._measure(mode, Target(base_url, mode.kind == "pd", mode.name), todo, out)
+            target = Target(base_url, mode.kind == "pd", mode.name,
+                            observed_endpoints(self.settings, mode))  # flush/scrape: issue 11
+            self._measure(mode, target, todo, out)
         finally:
             # Only what this run started: servers of other runs (other ports) keep running.
             deploy.down(self.settings, self.console, run_id=self.record.run_id)

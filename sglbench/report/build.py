@@ -21,6 +21,7 @@ from sglbench.report.analysis import (
 )
 from sglbench.report.plots import plot_sweeps
 from sglbench.report.render import Banner, Document, Section, TableData, to_html, to_markdown
+from sglbench.report.server_sections import server_sections
 from sglbench.results.checks import Finding, sanity_checks, workload_mismatches
 from sglbench.results.load import load_results
 
@@ -97,11 +98,14 @@ def build_report(
         _ratio_section(points),
         *_figure_sections(points, images, slo_ttft_ms, slo_itl_ms),
     ]
+    server, server_images = server_sections(df, out_dir)  # issue 11: where the time goes
+    doc.sections += server
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown, page = out_dir / "report.md", out_dir / "report.html"
     markdown.write_text(to_markdown(doc), encoding="utf-8")
     page.write_text(to_html(doc), encoding="utf-8")
-    return ReportPaths(markdown, page, list(images.values()), findings, mismatches, simulated)
+    return ReportPaths(markdown, page, [*images.values(), *server_images], findings, mismatches,
+                       simulated)  # fmt: skip
 
 
 def _figure_sections(

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from sglbench.record.metrics import EndpointMetrics, EndpointRole, PointMetrics
 
 PREFILL_ROLES: tuple[EndpointRole, ...] = ("agg", "prefill")
-_HIT_MODES = ("device_hit", "host_hit", "storage_hit")
+HIT_MODES = ("device_hit", "host_hit", "storage_hit")
 
 
 def _matches(labels: dict[str, str], want: dict[str, str]) -> bool:
@@ -66,7 +66,7 @@ def hist_count(pm: PointMetrics, family: str, roles: Sequence[EndpointRole],
 def prefix_hit_rate(pm: PointMetrics) -> float | None:
     """Share of prompt tokens served from the prefix cache during the point (0..1)."""
     family = "sglang:prefill_effective_tokens_total"
-    hits = sum(total(pm, family, PREFILL_ROLES, mode=m) or 0.0 for m in _HIT_MODES)
+    hits = sum(total(pm, family, PREFILL_ROLES, mode=m) or 0.0 for m in HIT_MODES)
     computed = total(pm, family, PREFILL_ROLES, mode="input") or 0.0
     if hits + computed > 0:
         return hits / (hits + computed)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from sglbench.execute.flush import flush_workers
-from sglbench.execute.scrape import GaugeSampler, Scrape, deltas, scrape
+from sglbench.execute.scrape import GaugeSampler, Scrape, deltas, http_client, scrape
 from sglbench.execute.target import Target
 from sglbench.plan.observe import Endpoint
 from sglbench.record.metrics import EndpointMetrics, PointMetrics, append_point
@@ -95,7 +95,8 @@ class PointObserver:
         self.cache_flush = flush_workers(self.workers, when)
 
     def _scrape_all(self) -> dict[str, Scrape]:
-        return {e.name: scrape(e) for e in self.scraped}
+        with http_client() as client:
+            return {e.name: scrape(client, e) for e in self.scraped}
 
     def _scrape_before(self) -> None:
         if not self.scraped:
@@ -130,6 +131,7 @@ class PointObserver:
         append_point(self.metrics_file, line)
         failed = [f"{e.name}: {e.error}" for e in endpoints if e.error]
         samples = sum(len(v) for e in endpoints for v in e.gauges.values())
+        cpu = round(self._sampler.cpu_s, 4) if self._sampler is not None else None
         return ScrapeSummary(file=self.metrics_file.name, endpoints=len(endpoints),
                              failed=failed, warmup_included=self.warmup_included,
-                             gauge_samples=samples)  # fmt: skip
+                             gauge_samples=samples, sampler_cpu_s=cpu)  # fmt: skip

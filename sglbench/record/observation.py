@@ -82,6 +82,7 @@ class ScrapeSummary(_Observed):
     failed: list[str] = Field(default_factory=list)  # endpoint: what went wrong
     warmup_included: bool = False  # the "before" scrape was taken before the warm-up
     gauge_samples: int = 0
+    sampler_cpu_s: float | None = None  # CPU the gauge sampler thread used during the point
 
 
 class Observation(_Observed):

@@ -16,8 +16,11 @@ warm-up is in the deltas. Nothing here fails a point: a failed flush or scrape i
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
+
+import httpx
 
 from sglbench.execute.flush import flush_workers
 from sglbench.execute.scrape import GaugeSampler, Scrape, deltas, http_client, scrape
@@ -32,6 +35,12 @@ from sglbench.record.observation import (
     ScrapeSummary,
 )
 from sglbench.settings import Settings
+
+
+@functools.cache
+def _client() -> httpx.Client:
+    """One client for every point's before/after scrapes (this thread only)."""
+    return http_client()
 
 
 class PointObserver:
@@ -95,8 +104,7 @@ class PointObserver:
         self.cache_flush = flush_workers(self.workers, when)
 
     def _scrape_all(self) -> dict[str, Scrape]:
-        with http_client() as client:
-            return {e.name: scrape(client, e) for e in self.scraped}
+        return {e.name: scrape(_client(), e) for e in self.scraped}
 
     def _scrape_before(self) -> None:
         if not self.scraped:

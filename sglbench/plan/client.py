@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sglbench.errors import ConfigError
+from sglbench.plan.workload import workload_notes
 from sglbench.plan.workload_checks import check_workload
 from sglbench.settings import Settings
 
@@ -114,10 +115,14 @@ def planned_client(settings: Settings) -> tuple[ClientSetup, list[str]]:
     warnings: list[str] = []
     try:
         dataset_local = _dataset_local(settings)
-        check_workload(settings)
     except ConfigError as exc:
         warnings.append(f"# warning: {exc}")
         dataset_local = False
+    try:
+        check_workload(settings)
+    except ConfigError as exc:
+        warnings.append(f"# warning: {exc}")
+    warnings += workload_notes(settings)
     try:
         extra, tokenizer_local = _tokenizer(settings, dry_run=True)
     except ConfigError as exc:

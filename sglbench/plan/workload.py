@@ -101,6 +101,22 @@ def workload_details(settings: Settings) -> dict[str, Any]:
     return details
 
 
+def workload_notes(settings: Settings) -> list[str]:
+    """``# note:`` lines a dry run prints: what the client's command line does not show."""
+    notes = []
+    if settings.bench_burstiness != 1.0:
+        notes.append(f"# note: arrivals are gamma inter-arrival times of shape "
+                     f"{settings.bench_burstiness:g} at each --request-rate, drawn by sglbench's "
+                     "client worker (SGLang's client has no --burstiness)")
+    if settings.bench_flush_cache and not settings.bench_rust_client:
+        notes.append("# note: at --flush-cache (after the warm-up) sglbench flushes every "
+                     "worker's cache itself, not only the --base-url")
+    if settings.bench_dataset == GSP:
+        notes.append("# note: the client runs with a private HOME (its shared-prefix prompt "
+                     "cache is keyed without the tokenizer)")
+    return notes
+
+
 # ---- the model's context ----------------------------------------------------------------------
 
 def _context_from_args(settings: Settings) -> Context | None:

@@ -102,15 +102,16 @@ def workload_details(settings: Settings) -> dict[str, Any]:
 
 
 def workload_notes(settings: Settings) -> list[str]:
-    """``# note:`` lines a dry run prints: what the client's command line does not show."""
+    """``# note:`` lines a dry run prints: what the client's command line does not show.
+
+    Only for what a user chose beyond the defaults; the flush of every worker at the client's
+    ``--flush-cache`` moment is the module docstring of ``sglbench.execute.observe``.
+    """
     notes = []
     if settings.bench_burstiness != 1.0:
         notes.append(f"# note: arrivals are gamma inter-arrival times of shape "
                      f"{settings.bench_burstiness:g} at each --request-rate, drawn by sglbench's "
                      "client worker (SGLang's client has no --burstiness)")
-    if settings.bench_flush_cache and not settings.bench_rust_client:
-        notes.append("# note: at --flush-cache (after the warm-up) sglbench flushes every "
-                     "worker's cache itself, not only the --base-url")
     if settings.bench_dataset == GSP:
         notes.append("# note: the client runs with a private HOME (its shared-prefix prompt "
                      "cache is keyed without the tokenizer)")

@@ -46,21 +46,21 @@ def _save(figure: Figure, path: Path) -> Path:
 
 def plot_breakdown(rows: Sequence[Breakdown], path: Path) -> Path:
     """Stacked horizontal bars: one per point, one colour per stage, the rest in grey."""
-    height = 1.4 + 0.42 * len(rows)
+    height = 1.8 + 0.42 * len(rows)
     figure = Figure(figsize=(10, height))
-    figure.subplots_adjust(left=3.2 / 10, right=0.97, top=1 - 0.5 / height,
-                           bottom=0.9 / height)  # fmt: skip
+    figure.subplots_adjust(left=3.2 / 10, right=0.95, top=1 - 0.45 / height,
+                           bottom=1.0 / height)  # fmt: skip
     ax = figure.add_subplot()
-    drawn: set[str] = set()
+    colors: dict[str, str] = {}  # legend: one entry per colour (agg's queue = PD's queue)
     for y, row in enumerate(rows):
         left = 0.0
-        parts = [*row.segments, (REST, max(row.rest_ms or 0.0, 0.0))]
-        for name, value in parts:
+        for name, value in [*row.segments, (REST, max(row.rest_ms or 0.0, 0.0))]:
             if not value:
                 continue
-            label = None if name in drawn else name
-            drawn.add(name)
-            ax.barh(y, value, left=left, color=SEGMENT_COLORS.get(name, "#555"), label=label)
+            color = SEGMENT_COLORS.get(name, "#555555")
+            label = None if color in colors.values() else name
+            colors.setdefault(name, color)
+            ax.barh(y, value, left=left, color=color, label=label)
             left += value
         total = row.client_ttft_ms if row.client_ttft_ms is not None else left
         ax.annotate(f"{total:.0f} ms", (left, y), xytext=(4, 0), textcoords="offset points",
@@ -71,7 +71,7 @@ def plot_breakdown(rows: Sequence[Breakdown], path: Path) -> Path:
     ax.set_title("Where the time to first token goes", fontweight="bold")
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlim(0, ax.get_xlim()[1] * 1.1)
-    ax.legend(loc="lower right", fontsize=7, ncols=2)
+    figure.legend(loc="lower center", fontsize=7, ncols=6, frameon=False)
     return _save(figure, path)
 
 

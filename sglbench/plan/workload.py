@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -137,9 +136,10 @@ def _context_from_args(settings: Settings) -> Context | None:
 
 
 def _context_from_profile(name: str) -> Context | None:
-    # The profile is data (JSON); reading it keeps the harness free of the simulator's code.
+    # The profile is data (JSON): read as a file, the simulator's package is never imported.
     try:
-        text = (resources.files("sglbench.sim") / "profiles" / f"{name}.json").read_text()
+        text = (Path(__file__).resolve().parents[1] / "sim" / "profiles" / f"{name}.json"
+                ).read_text(encoding="utf-8")  # fmt: skip
         tokens = int(json.loads(text)["model"]["max_context"])
     except (OSError, ValueError, KeyError, TypeError):
         return None

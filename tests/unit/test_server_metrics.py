@@ -13,15 +13,29 @@ from the research note; between ``before`` and ``after`` 10 requests were measur
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sglbench.execute.scrape import Scrape, deltas, gauge_lines, parse
-from sglbench.record.metrics import EndpointMetrics, EndpointRole, PointMetrics, read_points
+from sglbench.record.metrics import (
+    EndpointMetrics,
+    EndpointRole,
+    PointMetrics,
+    append_point,
+    metrics_file_for,
+    read_points,
+)
+from sglbench.record.schema import ModeRecord, PointRecord, RunRecord, Workload
 from sglbench.report.breakdown import ttft_breakdown
+from sglbench.report.build import build_report
 from sglbench.results import point_checks
+from sglbench.results.checks import sanity_checks
+from sglbench.results.load import load_results
 from sglbench.results.server import kv_transfer, prefix_hit_rate, summarize
+from sglbench.types import Topology
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sglang_metrics"
 
@@ -156,3 +170,63 @@ def test_metrics_file_round_trip_and_a_cut_line(tmp_path: Path) -> None:
     found = read_points(path)
     assert list(found) == ["pd_x"]
     assert ttft_breakdown(found["pd_x"], 400.0).rest_ms == pytest.approx(85.0)
+
+
+# ---- from result files to the report ---------------------------------------------------------
+
+def write_run(run_dir: Path, observed: dict[str, Any], metrics: PointMetrics) -> None:
+    """A run directory as compare writes it: metadata, one agg row, the metrics line."""
+    run_dir.mkdir(parents=True)
+    tag = metrics.tag
+    RunRecord(run_id=run_dir.name, schema=2, modes=[ModeRecord.of(Topology.aggregated())],
+              workload=Workload(dataset="random-ids", num_prompts=10),
+              points=[PointRecord.model_validate({"tag": tag, "mode": "agg", "status": "ok",
+                                                  "num_prompts": 10, "observed": observed})],
+              ).save(run_dir)  # fmt: skip
+    row = {"tag": tag, "backend": "sglang", "dataset_name": "random-ids", "completed": 10,
+           "random_input_len": 512, "random_output_len": 16, "random_range_ratio": 1.0,
+           "request_rate": 8.0, "max_concurrency": 4, "duration": 2.0, "mean_ttft_ms": 180.0,
+           "median_ttft_ms": 170.0, "median_itl_ms": 10.0, "total_output_tokens": 160,
+           "output_throughput": 80.0, "mean_e2e_latency_ms": 400.0}
+    (run_dir / "agg.jsonl").write_text(json.dumps(row) + "\n")
+    append_point(run_dir / "metrics.jsonl", metrics)
+
+
+def test_the_report_reads_the_breakdown_and_findings_from_result_files(tmp_path: Path) -> None:
+    agg = PointMetrics(tag="agg_p", endpoints=[endpoint("agg", "sglang-agg")])
+    observed = {
+        "cache_flush": {"done": False, "when": "after warm-up", "workers": [
+            {"name": "sglang-agg", "url": "http://a:1", "ok": False, "status": 400,
+             "message": "Cache not flushed because there are pending requests."}]},
+        "lateness": {"arrivals": "poisson", "requests": 10, "median_ms": 2.0, "p90_ms": 3.0,
+                     "p99_ms": 4.0, "max_ms": 5.0, "scheduled_s": 1.0, "sent_s": 1.3},
+    }  # fmt: skip
+    write_run(tmp_path / "results" / "run1", observed, agg)
+
+    df = load_results([tmp_path / "results"])
+    assert len(df) == 1  # metrics.jsonl is not a result file
+    row = df.iloc[0]
+    assert row["prefix_hit_rate"] == pytest.approx(0.75) and row["cache_flushed"] == False  # noqa: E712
+    checks = {f.check: f for f in sanity_checks(df)}
+    assert "sglang-agg did not answer 200" in checks["warm_cache"].message
+    assert "30% after its poisson schedule ended" in checks["client_late"].message
+
+    report = build_report([tmp_path / "results"], tmp_path / "report", None, None)
+    text = report.markdown.read_text()
+    assert "| agg_p | agg | 180.0 | 30.0 | 120.0 | 30.0 | 200.0 |" in text
+    assert {"ttft_breakdown.png", "queue_depths.png", "kv_cache.png"} <= {
+        p.name for p in report.images}
+
+
+def test_bench_results_keep_their_metrics_beside_them(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    row = {"tag": "mine", "dataset_name": "random-ids", "completed": 10, "mean_ttft_ms": 180.0,
+           "duration": 2.0, "output_throughput": 80.0, "mean_e2e_latency_ms": 400.0}
+    (results / "mine.jsonl").write_text(json.dumps(row) + "\n")
+    point = PointMetrics(tag="mine", endpoints=[endpoint("agg")])
+    append_point(metrics_file_for(results / "mine.jsonl"), point)
+    assert (results / "mine.metrics.jsonl").is_file()
+    df = load_results([results])
+    assert df["tag"].tolist() == ["mine"] and df["prefix_hit_rate"].tolist() == [pytest.approx(
+        0.75)]

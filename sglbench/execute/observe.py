@@ -92,11 +92,13 @@ class PointObserver:
             self._stop_sampler()
 
     def finish(self, lateness: dict[str, object] | None) -> Observation:
-        """After the client returned: close the window, write the metrics line, sum up."""
+        """After the client returned: close the window, write the point's line, sum up."""
         self.measured()
-        summary = self._write() if self.scraped else None
         late = ClientLateness.model_validate(lateness) if lateness else None
-        return Observation(cache_flush=self.cache_flush, lateness=late, metrics=summary)
+        observed = Observation(cache_flush=self.cache_flush, lateness=late)
+        if self.scraped or self.cache_flush or late:
+            observed.metrics = self._write(observed.model_copy())
+        return observed
 
     # ---- inside ---------------------------------------------------------------------------
 
@@ -132,10 +134,11 @@ class PointObserver:
             found.gauges = self._sampler.series.get(endpoint.name, {})
         return found
 
-    def _write(self) -> ScrapeSummary:
+    def _write(self, observed: Observation) -> ScrapeSummary:
         endpoints = [self._endpoint(e) for e in self.scraped]
         line = PointMetrics(tag=self.tag, mode=self.mode, window_s=self._window or None,
-                            warmup_included=self.warmup_included, endpoints=endpoints)
+                            warmup_included=self.warmup_included, endpoints=endpoints,
+                            observed=observed)  # fmt: skip
         append_point(self.metrics_file, line)
         failed = [f"{e.name}: {e.error}" for e in endpoints if e.error]
         samples = sum(len(v) for e in endpoints for v in e.gauges.values())

@@ -1,4 +1,4 @@
-"""``metrics.jsonl``: the server-side metrics of each point, one JSON line per point.
+"""``metrics.jsonl``: what was observed around each point, one JSON line per point.
 
 Execution scrapes ``/metrics`` of every worker and the router just before and just after a point
 and samples a few gauges during it (``sglbench.execute.scrape``); this module is the file's
@@ -22,6 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sglbench.record.observation import Observation
 from sglbench.record.schema import METADATA_FILE
 
 EndpointRole = Literal["agg", "prefill", "decode", "router"]
@@ -90,6 +91,9 @@ class PointMetrics(_Line):
     window_s: float | None = None  # from the "before" to the "after" scrape
     warmup_included: bool = False  # "before" was scraped before the client's warm-up
     endpoints: list[EndpointMetrics] = Field(default_factory=list)
+    # The flush and lateness of the point (also in a compare run's record; ``invoke bench``
+    # keeps no record, so this is where its observation lives).
+    observed: Observation | None = None
 
     def role(self, role: EndpointRole) -> list[EndpointMetrics]:
         """The endpoints of one role whose scrapes succeeded."""

@@ -44,7 +44,7 @@ def point_metrics(df: pd.DataFrame) -> list[tuple[dict[str, object], PointMetric
         if path not in files:
             files[path] = read_points(metrics_file_for(path))
         pm = files[path].get(str(row["tag"]))
-        if pm is not None:
+        if pm is not None and pm.endpoints:  # a line without scrapes holds only the flush
             found.append((row, pm))
     return found
 

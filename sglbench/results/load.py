@@ -296,7 +296,9 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
 def server_columns(workload: Workload, point: PointRecord | None,
                    metrics: PointMetrics | None) -> dict[str, Any]:
     """The ``SERVER_COLUMNS`` of one row (None where nothing was recorded)."""
-    observed = point.observed if point else None
+    # A compare run's record, else (invoke bench keeps none) the point's line in the file.
+    observed = point.observed if point and point.observed else (
+        metrics.observed if metrics else None)
     flush = observed.cache_flush if observed else None
     late = observed.lateness if observed else None
     summary = summarize(metrics) if metrics is not None else None

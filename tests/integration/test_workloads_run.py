@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from sglbench.execute import deploy
+from sglbench.execute.bench import run_bench
 from sglbench.execute.compare import compare
 from sglbench.record.metrics import PointMetrics, read_points
 from sglbench.report.breakdown import ttft_breakdown
@@ -181,3 +183,23 @@ def test_a_transfer_failure_is_counted_and_a_finding(tmp_path: Path) -> None:
     df = load_results([run_dir])
     assert float(df["kv_transfer_failed"].iloc[0]) > 0
     assert "kv_failures" in {f.check for f in sanity_checks(df)}
+
+
+def test_rust_client_flushes_before_it_starts_and_says_the_warmup_is_counted(
+    tmp_path: Path,
+) -> None:
+    settings = loopback_settings(tmp_path, BENCH_RUST_CLIENT="true", BENCH_MAX_CONCURRENCY="8",
+                                 BENCH_DATASET="random-ids")  # fmt: skip
+    console = recording_console()[0]
+    try:
+        deploy.up_role(settings, "agg", run_id="rust-flush", console=console)
+        results = run_bench(settings, tag="rust", mode="agg", console=console)
+    finally:
+        deploy.down(settings, console, run_id="rust-flush")
+    (line,) = read_points(results.with_name("rust.metrics.jsonl")).values()
+    assert line.warmup_included  # no hook in native code: scraped before the warm-up
+    assert line.observed is not None and line.observed.cache_flush is not None
+    assert line.observed.cache_flush.when == "before the client"
+    assert line.observed.cache_flush.done and line.observed.lateness is None
+    # The one request more than measured is the warm-up, and the record says so.
+    assert delta(line, "sglang-agg", "sglang:num_requests_total") == 16 + 1

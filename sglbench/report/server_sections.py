@@ -113,21 +113,23 @@ def server_sections(df: pd.DataFrame, out_dir: Path) -> tuple[list[Section], lis
             "of per-request speeds, higher when small transfers are fast). Bootstrap and "
             "transfer failures are counted by both roles, so one failed request can show on "
             "each side."], tables=[_kv_table(pd_points)]))
-    points = [pm for _, pm in usable]
-    images.append(plot_queues(points, out_dir / "queue_depths.png"))
-    images.append(plot_cache(points, out_dir / "kv_cache.png"))
+    queues = _queues_section([pm for _, pm in usable], out_dir)
+    sections.append(queues)
+    return sections, [*images, *(path for _, path in queues.images)]
+
+
+def _queues_section(points: list[PointMetrics], out_dir: Path) -> Section:
     hits = [[pm.tag, f"{100 * rate:.1f} %" if (rate := prefix_hit_rate(pm)) is not None
              else "-"] for pm in points]  # fmt: skip
-    sections.append(Section("Queues and KV cache", paragraphs=[
+    return Section("Queues and KV cache", paragraphs=[
         "Queue depths are gauges sampled during each point (SGLang updates them at its own "
         "report times, so they lag a little). The prefix-cache hit rate is each point's share "
         "of prompt tokens served from the cache (counter deltas of "
         "`prefill_effective_tokens_total` on the workers that run prefill), not the "
         "`cache_hit_rate` gauge, which holds only the last batch."],
         tables=[TableData(["point", "prefix-cache hits"], hits)],
-        images=[("Queue depths over time", images[-2]), ("KV cache hits and usage",
-                                                         images[-1])]))  # fmt: skip
-    return sections, images
+        images=[("Queue depths over time", plot_queues(points, out_dir / "queue_depths.png")),
+                ("KV cache hits and usage", plot_cache(points, out_dir / "kv_cache.png"))])
 
 
 def _float(value: object) -> float | None:

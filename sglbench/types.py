@@ -34,7 +34,8 @@ RouterPolicy = Literal["random", "round_robin", "cache_aware", "power_of_two"]
 TransferBackend = Literal["mooncake", "nixl", "ascend", "fake", "mori", "mooncake_tcp"]
 # SGLang's bench client backends this project drives.
 BenchBackend = Literal["sglang", "sglang-oai", "sglang-oai-chat"]
-BenchDataset = Literal["random", "random-ids", "sharegpt"]
+# generated-shared-prefix and mooncake (trace replay) are the workloads of issue 11.
+BenchDataset = Literal["random", "random-ids", "sharegpt", "generated-shared-prefix", "mooncake"]
 
 # The kind of deployment a mode starts: one aggregated server, or prefill + decode + router.
 ModeKind = Literal["agg", "pd"]

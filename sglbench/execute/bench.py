@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,16 @@ from rich.table import Table
 from sglbench.display import number
 from sglbench.errors import BenchError
 from sglbench.execute.client_worker import TAIL_LINES, BenchWorker, PointOutcome
+from sglbench.execute.observe import PointObserver
 from sglbench.execute.process import tail
 from sglbench.execute.target import Target, detect_target, planned_target
 from sglbench.plan.bench import BENCH_MODULE, bench_args
 from sglbench.plan.client import ClientSetup, client_setup, planned_client
+from sglbench.plan.observe import observed_endpoints, worker_endpoints
 from sglbench.plan.sweep import SweepPoint, bench_tag, check_tag, sweep_points
 from sglbench.record import jsonl
+from sglbench.record.metrics import metrics_file_for
+from sglbench.record.observation import Observation
 from sglbench.record.schema import now
 from sglbench.settings import Settings
 from sglbench.types import BenchMode
@@ -58,6 +63,7 @@ class PointResult:
     log: Path
     started: str | None = None  # ISO time the point began (None: not measured by this call)
     sent: int | None = None  # requests the client was asked to send
+    observed: Observation | None = None  # cache flush, lateness, metrics scrape (issue 11)
 
     @property
     def ok(self) -> bool:
@@ -91,10 +97,25 @@ def shell_line(client: ClientSetup, argv: list[str]) -> str:
 
 # ---- running points ---------------------------------------------------------------------------
 
+def client_home(log: Path) -> dict[str, str]:
+    """A fresh private HOME for the client worker (beside its log), HF cache kept.
+
+    The client caches generated-shared-prefix prompts in ``~/.cache/sglang/benchmark`` under a
+    key without the tokenizer's path or ``--gsp-fast-prepare``, so another model's (or a fast,
+    untokenized) cache would be loaded silently; a HOME of its own per run avoids that.
+    """
+    from huggingface_hub import constants
+
+    home = log.parent / "client-home"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    return {"HOME": str(home), "HF_HOME": os.environ.get("HF_HOME", constants.HF_HOME)}
+
+
 def start_worker(settings: Settings, client: ClientSetup, log: Path) -> BenchWorker:
     """A started (still importing) client worker with the client's environment."""
     # The client runs with this process's environment (PATH, HF_HOME, proxies) plus ours.
-    worker = BenchWorker(log=log, env={**os.environ, **client.env})
+    worker = BenchWorker(log=log, env={**os.environ, **client_home(log), **client.env})
     worker.start()
     return worker
 
@@ -115,17 +136,44 @@ def run_point(worker: BenchWorker, settings: Settings, client: ClientSetup, *, t
                        point=point)
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(shell_line(client, argv) + "\n")
+    observer = PointObserver(settings, target, tag=tag, mode=target.what,
+                             metrics_file=metrics_file_for(output_file))
+    observer.start()
     try:
-        outcome = worker.run(argv, log=log)
+        outcome = worker.run(argv, log=log, arrivals=arrivals_of(settings),
+                             hooks=None if settings.bench_rust_client else observer)
     except BenchError as exc:  # the worker died (it restarts for the next point)
         outcome = PointOutcome(ok=False, error=str(exc), cpu_s=0.0, measured_s=0.0,
                                phase="whole", seconds=0.0)
+    observed = observer.finish(outcome.lateness) if observer.active or outcome.lateness else None
     rows = [r for _, r in jsonl.read_rows(output_file, strict=False, offset=offset)
             if r.get("tag") == tag]
     row = rows[-1] if rows else None
     limited = row is not None and client_limited(outcome.cores, settings)
     return PointResult(point, tag, outcome, row, limited, log, started,
-                       settings.bench_num_prompts)
+                       settings.bench_num_prompts, observed)
+
+
+def arrivals_of(settings: Settings) -> dict[str, float] | None:
+    """Our bursty schedule for the client worker, when BENCH_BURSTINESS asks for one."""
+    if settings.bench_burstiness == 1.0:
+        return None
+    return {"burstiness": settings.bench_burstiness, "seed": float(settings.bench_seed)}
+
+
+def with_endpoints(settings: Settings, target: Target) -> Target:
+    """The detected target plus the workers behind it (from the settings), for flush/scrape.
+
+    The router: NUM_PREFILL/NUM_DECODE workers when PD (NUM_AGG replicas otherwise); the agg
+    server: that one server; a given URL: nothing known (flushed through the URL itself).
+    """
+    if target.what == "router":
+        topology = settings.topology("pd" if target.pd else "agg")
+        return replace(target, endpoints=observed_endpoints(settings, topology))
+    if target.what == "agg server":
+        agg = worker_endpoints(settings, settings.topology("agg"))[:1]
+        return replace(target, endpoints=tuple(agg))
+    return target
 
 
 def failure_message(result: PointResult, client: ClientSetup) -> str:
@@ -196,7 +244,7 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
             console.print(line, soft_wrap=True, highlight=False, markup=False)
         return output_file
     client = client_setup(settings)
-    target = detect_target(settings, base_url, mode)
+    target = with_endpoints(settings, detect_target(settings, base_url, mode))
     console.print(f"benchmarking the {target.what} at {target.base_url} "
                   f"({'PD' if target.pd else 'aggregated'}), {len(points)} point(s) -> "
                   f"{output_file}")

@@ -6,10 +6,19 @@ started ``python -m sglang.benchmark.serving`` per point would pay it per point.
 ``cli_main`` per point with that point's command line, so the flags are parsed by the client's
 own argparse parser exactly as on the command line (and ``--rust-client`` is checked the same way).
 
-Protocol, one JSON object per line: the parent writes ``{"argv": [...], "log": path}`` on the
-worker's stdin; the worker answers on a private copy of its original stdout with ``{"event":
-"ready", ...}`` once, then one ``{"event": "done", ...}`` per point. Everything the client prints
-(fd 1 and 2, also from native code) goes to the point's log file, never into the protocol.
+Protocol, one JSON object per line: the parent writes ``{"argv": [...], "log": path, "hooks":
+bool, "arrivals": {...} | null}`` on the worker's stdin; the worker answers on a private copy of
+its original stdout with ``{"event": "ready", ...}`` once, then per point one ``{"event":
+"done", ...}``. With ``hooks``, the worker also sends ``{"event": "warmed"}`` at the client's own
+flush moment (after its warm-up; the parent then flushes every worker and scrapes /metrics) and
+``{"event": "measured"}`` when the last request has finished (the parent scrapes again), and
+waits for one line of answer on stdin after each, so the scrapes bracket exactly the measured
+requests. Everything the client prints (fd 1 and 2, also from native code) goes to the point's
+log file, never into the protocol.
+
+Lateness: the client's request generator is wrapped (``sglbench.execute.arrivals``) to record
+when each request was meant to go and when it went; with ``arrivals`` (BENCH_BURSTINESS) our own
+gamma schedule replaces the client's Poisson one. The figures come back in ``done``.
 
 Client CPU use is measured inside the worker with psutil over the client's request phase (the
 span it reports as ``duration``), because the setup around it (tokenizer load, dataset
@@ -23,7 +32,6 @@ client itself is far from one core. The client's tokenizer is loaded once per wo
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import signal
@@ -34,11 +42,10 @@ import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import psutil
+from typing import Any, Protocol
 
 from sglbench.errors import BenchError
+from sglbench.execute import client_hooks as hooks
 from sglbench.execute.client_check import check_argv
 from sglbench.execute.process import tail
 from sglbench.types import PointPhase
@@ -59,11 +66,22 @@ class PointOutcome:
     phase: PointPhase  # "load": the request phase only; "whole": the whole client call
     seconds: float  # the whole client call, setup included
     host_busy: float = 0.0  # share of all the host's cores busy while measured (0..1)
+    lateness: dict[str, Any] | None = None  # ``record.observation.ClientLateness`` fields
 
     @property
     def cores(self) -> float:
         """CPU cores the client used while measured (1.0 = one core busy all the time)."""
         return self.cpu_s / self.measured_s if self.measured_s > 0 else 0.0
+
+
+class PointHooks(Protocol):
+    """What the parent does when the worker reaches a point's phases (see the protocol)."""
+
+    def warmed(self) -> None:
+        """The warm-up is over; the measured requests start after the client's 1 s pause."""
+
+    def measured(self) -> None:
+        """Every measured request has finished."""
 
 
 class BenchWorker:
@@ -123,29 +141,46 @@ class BenchWorker:
         self.import_s = float(reply["import_s"])
         return self.import_s
 
-    def run(self, argv: list[str], *, log: Path) -> PointOutcome:
-        """Run the client once with ``argv`` (its flags); its output goes to ``log``."""
+    def run(self, argv: list[str], *, log: Path, hooks: PointHooks | None = None,
+            arrivals: dict[str, float] | None = None) -> PointOutcome:
+        """Run the client once with ``argv`` (its flags); its output goes to ``log``.
+
+        Args:
+            argv: the client's flags.
+            log: where the client's output goes.
+            hooks: called at the warm-up's end and after the last request (None: not asked).
+            arrivals: ``{"burstiness": B, "seed": S}``: our gamma schedule instead of Poisson.
+        """
         self.wait_ready()
-        assert self._proc is not None and self._proc.stdin is not None
         log.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._proc.stdin.write(json.dumps({"argv": argv, "log": str(log)}) + "\n")
-            self._proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # _read() reports the exit with the log
+        request = {"argv": argv, "log": str(log), "hooks": hooks is not None,
+                   "arrivals": arrivals}  # fmt: skip
+        self._write(request)
         reply = self._read(point_log=log)
+        while reply.get("event") in ("warmed", "measured"):
+            if hooks is not None:
+                (hooks.warmed if reply["event"] == "warmed" else hooks.measured)()
+            self._write({"event": "go"})  # the worker waits for this line
+            reply = self._read(point_log=log)
         return PointOutcome(
             ok=bool(reply["ok"]), error=reply.get("error"), cpu_s=float(reply["cpu_s"]),
             measured_s=float(reply["measured_s"]), phase=_phase(reply["phase"]),
             seconds=float(reply["seconds"]), host_busy=float(reply.get("host_busy", 0.0)),
+            lateness=reply.get("lateness"),
         )
+
+    def _write(self, message: Mapping[str, Any]) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(json.dumps(message) + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # _read() reports the exit with the log
 
     def check(self, argv: list[str]) -> str | None:
         """None when the client's own parser accepts ``argv``, else its one-line complaint."""
         self.wait_ready()
-        assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps({"check": argv}) + "\n")
-        self._proc.stdin.flush()
+        self._write({"check": argv})
         reply = self._read()
         error = reply.get("error")
         return str(error) if error else None
@@ -200,62 +235,6 @@ def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
 
 # ---- worker side ------------------------------------------------------------------------------
 
-_measured: dict[str, float] = {}
-
-
-def _cpu_seconds() -> float:
-    times = psutil.Process().cpu_times()
-    return float(times.user + times.system + times.children_user + times.children_system)
-
-
-def _host_idle_total() -> tuple[float, float]:
-    """(idle, total) CPU seconds of the whole host, every core."""
-    times = psutil.cpu_times()
-    idle = times.idle + getattr(times, "iowait", 0.0)
-    return float(idle), float(sum(times))
-
-
-def _host_busy(before: tuple[float, float]) -> float:
-    idle, total = _host_idle_total()
-    span = total - before[1]
-    return 1.0 - (idle - before[0]) / span if span > 0 else 0.0
-
-
-def _instrument(serving: Any) -> None:
-    """Hook the client's own functions to measure its request phase and reuse its tokenizer.
-
-    The request phase starts when ``benchmark()`` creates its request generator
-    (``get_request``) and ends when it calls ``calculate_metrics``, exactly the span the client
-    reports as ``duration``; the warm-up, a fixed 1 s pause and the retokenizing metrics around
-    it would skew the CPU share either way. The tokenizer load (about 5 s for Qwen's with
-    transformers 5) is paid once per worker instead of once per point.
-    """
-    get_request = getattr(serving, "get_request", None)
-    calculate_metrics = getattr(serving, "calculate_metrics", None)
-    get_tokenizer = getattr(serving, "get_tokenizer", None)
-    if get_request is not None and calculate_metrics is not None:
-
-        def start_requests(*args: Any, **kwargs: Any) -> Any:
-            idle, total = _host_idle_total()
-            _measured.update(cpu0=_cpu_seconds(), t0=time.perf_counter(), idle0=idle,
-                             total0=total)
-            return get_request(*args, **kwargs)
-
-        def end_requests(*args: Any, **kwargs: Any) -> Any:
-            if "t0" in _measured:
-                _measured.update(
-                    cpu_s=_cpu_seconds() - _measured["cpu0"],
-                    measured_s=time.perf_counter() - _measured["t0"],
-                    host_busy=_host_busy((_measured["idle0"], _measured["total0"])))
-            return calculate_metrics(*args, **kwargs)
-
-        # run_benchmark()/benchmark() look these up in their module's globals at call time.
-        serving.get_request = start_requests
-        serving.calculate_metrics = end_requests
-    if get_tokenizer is not None:
-        serving.get_tokenizer = functools.lru_cache(maxsize=4)(get_tokenizer)
-
-
 @contextlib.contextmanager
 def _output_to(log: Path) -> Iterator[None]:
     """Send fd 1 and 2 (Python and native writes) to ``log`` for the duration."""
@@ -276,11 +255,14 @@ def _output_to(log: Path) -> Iterator[None]:
             os.close(saved[1])
 
 
-def _run_point(serving: Any, argv: list[str], log: Path) -> dict[str, Any]:
-    _measured.clear()
+def _run_point(serving: Any, request: Mapping[str, Any]) -> dict[str, Any]:
+    argv, log = list(request["argv"]), Path(request["log"])
+    hooks.measured.clear()
+    hooks.point.clear()
+    hooks.point.update(hooks=bool(request.get("hooks")), arrivals=request.get("arrivals"))
     ok, error = True, None
     with _output_to(log):
-        cpu0, t0, host0 = _cpu_seconds(), time.monotonic(), _host_idle_total()
+        cpu0, t0, host0 = hooks.cpu_seconds(), time.monotonic(), hooks.host_idle_total()
         sys.argv = [_PROG, *argv]
         try:
             serving.cli_main()
@@ -290,18 +272,17 @@ def _run_point(serving: Any, argv: list[str], log: Path) -> dict[str, Any]:
         except Exception as exc:
             traceback.print_exc()
             ok, error = False, f"{type(exc).__name__}: {exc}"
-        cpu, seconds, host = _cpu_seconds() - cpu0, time.monotonic() - t0, _host_busy(host0)
-    phase = "load" if "measured_s" in _measured else "whole"
+        cpu, seconds, host = hooks.cpu_seconds() - cpu0, time.monotonic() - t0, hooks.host_busy(
+            host0)
+    hooks.restore()  # a request generator an error left unfinished
+    measured, schedule = hooks.measured, hooks.point.get("schedule")
     return {
-        "event": "done", "ok": ok, "error": error, "seconds": seconds, "phase": phase,
-        "cpu_s": _measured.get("cpu_s", cpu), "measured_s": _measured.get("measured_s", seconds),
-        "host_busy": _measured.get("host_busy", host),
-    }
-
-
-def _send(channel: IO[str], message: Mapping[str, Any]) -> None:
-    channel.write(json.dumps(message) + "\n")
-    channel.flush()
+        "event": "done", "ok": ok, "error": error, "seconds": seconds,
+        "phase": "load" if "measured_s" in measured else "whole",
+        "cpu_s": measured.get("cpu_s", cpu), "measured_s": measured.get("measured_s", seconds),
+        "host_busy": measured.get("host_busy", host),
+        "lateness": schedule.summary() if schedule is not None else None,
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -313,21 +294,23 @@ def main() -> None:
         from sglang.benchmark import serving
     except BaseException as exc:
         traceback.print_exc()
-        _send(channel, {"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        hooks.send(channel, {"event": "failed", "error": f"{type(exc).__name__}: {exc}"})
         raise SystemExit(1) from None
-    _instrument(serving)
+    hooks.instrument(serving)
     import_s = time.monotonic() - t0
     print(f"sglbench: bench client worker pid {os.getpid()} imported {_PROG} in {import_s:.1f} s",
           file=sys.stderr, flush=True)
-    _send(channel, {"event": "ready", "import_s": import_s, "pid": os.getpid()})
-    for line in sys.stdin:
+    hooks.send(channel, {"event": "ready", "import_s": import_s, "pid": os.getpid()})
+    hooks.channel.append(channel)
+    # readline, not iteration: the hooks read their answers from the same stdin mid-point.
+    while line := sys.stdin.readline():
         if line.strip():
             request = json.loads(line)
             if "check" in request:  # arguments only: see sglbench.execute.client_check
-                _send(channel, {"event": "checked",
-                                "error": check_argv(serving, list(request["check"]))})
+                hooks.send(channel, {"event": "checked",
+                                     "error": check_argv(serving, list(request["check"]))})
                 continue
-            _send(channel, _run_point(serving, list(request["argv"]), Path(request["log"])))
+            hooks.send(channel, _run_point(serving, request))
 
 
 if __name__ == "__main__":

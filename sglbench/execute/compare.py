@@ -40,6 +40,7 @@ from sglbench.execute.runs import acquire, release
 from sglbench.execute.target import Target
 from sglbench.plan.bench import goodput_args, slo_targets
 from sglbench.plan.client import ClientSetup, client_setup, planned_client
+from sglbench.plan.observe import observed_endpoints
 from sglbench.plan.router import router_spec
 from sglbench.plan.servers import server_specs
 from sglbench.plan.sweep import SweepPoint, point_tag, sweep_points
@@ -125,7 +126,8 @@ class _Run:
             self.save()
             with self.console.status("loading SGLang's bench client ..."):
                 self.worker.wait_ready()
-            target = Target(base_url, mode.kind == "pd", mode.name)
+            target = Target(base_url, mode.kind == "pd", mode.name,
+                            observed_endpoints(self.settings, mode))  # flush/scrape: issue 11
             if todo:
                 self._measure(mode, target, todo, out)
             for workload in searches:

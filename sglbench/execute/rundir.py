@@ -63,7 +63,7 @@ def point_record(mode: Topology, result: PointResult, *, num_prompts: int,
         host_cpu_busy=round(o.host_busy, 3) if measured else None,
         started=result.started, ended=now() if measured else None, log=str(log),
         note=None if measured else "row written just before an interrupt; client CPU not "
-        "recorded",
+        "recorded", observed=result.observed,
         gpus=mode.gpus, slo_attainment=_attainment(result.row),
         capacity_search=result.point.capacity,
         **(per_gpu(result.row, mode) if result.ok and result.row else {}),

@@ -19,6 +19,7 @@ from typing import Any
 
 from sglbench.errors import BenchError
 from sglbench.execute.http import http_get
+from sglbench.plan.observe import Endpoint
 from sglbench.settings import Settings
 from sglbench.types import BenchMode
 
@@ -32,6 +33,8 @@ class Target:
     base_url: str
     pd: bool
     what: str  # for people: "router", "agg server", "given URL"
+    # Every worker (and the router's metrics listener) behind it, for flushes and scrapes.
+    endpoints: tuple[Endpoint, ...] = ()
 
 
 def _pd_from_info(info: dict[str, Any]) -> bool | None:

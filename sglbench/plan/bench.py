@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 
 from sglbench.plan.sweep import SweepPoint, sweep_points
+from sglbench.plan.workload import workload_args
 from sglbench.settings import Settings
 
 BENCH_MODULE = "sglang.benchmark.serving"
@@ -56,6 +57,7 @@ def bench_args(
     if settings.bench_rust_client:
         args.append("--rust-client")
     args += goodput_args(settings)
+    args += workload_args(settings)  # datasets beyond random, flush, cache report (issue 11)
     args += shlex.split(settings.bench_extra_args)
     return args
 

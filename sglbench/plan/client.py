@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sglbench.errors import ConfigError
+from sglbench.plan.workload import workload_notes
+from sglbench.plan.workload_checks import check_workload
 from sglbench.settings import Settings
 
 SHAREGPT_REPO = "anon8231489123/ShareGPT_Vicuna_unfiltered"
@@ -52,7 +54,8 @@ def _dataset_local(settings: Settings) -> bool:
             raise ConfigError(f"BENCH_DATASET_PATH={settings.bench_dataset_path!r}: no such file; "
                               "give a local ShareGPT-style JSON or leave it empty")
         return True
-    if settings.bench_dataset == "random-ids" or _hub_cached(
+    # generated-shared-prefix builds its prompts from the tokenizer alone.
+    if settings.bench_dataset in ("random-ids", "generated-shared-prefix") or _hub_cached(
         SHAREGPT_REPO, SHAREGPT_FILE, "dataset"
     ):
         return True
@@ -100,7 +103,9 @@ def client_setup(settings: Settings, *, dry_run: bool = False) -> ClientSetup:
         ConfigError: the dataset or tokenizer would need the HF hub and is not available.
     """
     extra, tokenizer_local = _tokenizer(settings, dry_run)
-    return _client(settings, _dataset_local(settings), extra, tokenizer_local)
+    dataset_local = _dataset_local(settings)
+    check_workload(settings)  # the dataset file's content and every length against the context
+    return _client(settings, dataset_local, extra, tokenizer_local)
 
 
 def planned_client(settings: Settings) -> tuple[ClientSetup, list[str]]:
@@ -113,6 +118,11 @@ def planned_client(settings: Settings) -> tuple[ClientSetup, list[str]]:
     except ConfigError as exc:
         warnings.append(f"# warning: {exc}")
         dataset_local = False
+    try:
+        check_workload(settings)
+    except ConfigError as exc:
+        warnings.append(f"# warning: {exc}")
+    warnings += workload_notes(settings)
     try:
         extra, tokenizer_local = _tokenizer(settings, dry_run=True)
     except ConfigError as exc:

@@ -72,6 +72,8 @@ def launch_args(settings: Settings, role: Role, index: int = 0, tp: int = 1) -> 
             args += ["--disaggregation-transfer-backend", settings.transfer_backend]
     if role == "prefill":
         args += ["--disaggregation-bootstrap-port", str(settings.bootstrap_port + index)]
+    if settings.bench_server_metrics:  # /metrics for the per-point scrapes (issue 11)
+        args.append("--enable-metrics")
     if settings.simulate:
         args += ["--sim-profile", settings.sim_profile, *shlex.split(settings.sim_args)]
     args += shlex.split(settings.extra_server_args)

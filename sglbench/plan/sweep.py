@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, replace
 
 from sglbench.errors import ConfigError
+from sglbench.plan.workload import workload_details
 from sglbench.record.schema import Workload
 from sglbench.settings import Settings
 
@@ -95,6 +96,7 @@ def workload_of(settings: Settings) -> Workload:
         ignore_eos=settings.bench_ignore_eos,
         warmup=settings.bench_warmup_requests,
         request_rate=list(settings.bench_request_rate),
+        **workload_details(settings),  # GSP sizes, trace slowdown, burstiness, flush (issue 11)
     )
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sglbench.display import scrub
 from sglbench.errors import ResultsError
+from sglbench.record.observation import Observation
 from sglbench.types import ModeKind, PointPhase, PointStatus, Topology, parse_mode_name
 
 METADATA_FILE = "metadata.json"
@@ -53,10 +54,37 @@ class Workload(_Record):
     ignore_eos: bool | None = None
     warmup: int | None = None
     request_rate: list[float] = Field(default_factory=list)
+    # Issue 11's workloads: None unless the run sets them (``plan.workload.workload_details``).
+    gsp_num_groups: int | None = None
+    gsp_prompts_per_group: int | None = None
+    gsp_system_prompt_len: int | None = None
+    gsp_question_len: int | None = None
+    gsp_output_len: int | None = None
+    sharegpt_output_len: int | None = None
+    trace_slowdown: float | None = None
+    burstiness: float | None = None
+    flush_cache: bool | None = None
 
     def diff(self, new: Workload) -> list[str]:
         """``key: old -> new`` for every field that differs."""
         return _diff(self.model_dump(), new.model_dump())
+
+    def variant(self) -> str | None:
+        """What sets this workload apart from plain random lengths, for people (None: nothing)."""
+        parts = []
+        if self.gsp_num_groups is not None:
+            parts.append(f"shared prefix {self.gsp_num_groups}x{self.gsp_prompts_per_group} "
+                         f"sys {self.gsp_system_prompt_len} q {self.gsp_question_len} "
+                         f"out {self.gsp_output_len}")
+        if self.sharegpt_output_len is not None:
+            parts.append(f"sharegpt out {self.sharegpt_output_len}")
+        if self.trace_slowdown is not None:
+            parts.append(f"trace x{self.trace_slowdown:g}")
+        if self.burstiness is not None:
+            parts.append(f"burstiness {self.burstiness:g}")
+        if self.flush_cache is False:
+            parts.append("warm cache")
+        return ", ".join(parts) or None
 
 
 class ModeRecord(_Record):
@@ -124,6 +152,8 @@ class PointRecord(_Record):
     tok_s_per_user: float | None = None  # 1000 / mean TPOT: one user's output speed
     slo_attainment: float | None = None  # share of requests meeting every SLO (the client's)
     capacity_search: bool = False  # a point of the SLO capacity search
+    # Cache flush, client lateness and the server-metrics scrape of the point (issue 11).
+    observed: Observation | None = None
 
 
 class CapacityRecord(_Record):

@@ -112,6 +112,8 @@ def panel_label(row: dict[str, Any]) -> str:
     ratio = row.get("range_ratio")
     if isinstance(ratio, float) and ratio > 0:
         parts.append(f"range {ratio:g}")
+    if isinstance(row.get("workload_variant"), str):  # shared prefix, burstiness ... (issue 11)
+        parts.append(str(row["workload_variant"]))
     return ", ".join(parts)
 
 

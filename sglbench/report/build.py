@@ -30,6 +30,7 @@ from sglbench.report.capacity import (
 )
 from sglbench.report.plots import plot_sweeps
 from sglbench.report.render import Banner, Document, Section, TableData, to_html, to_markdown
+from sglbench.report.server_sections import server_sections
 from sglbench.report.verdict import verdicts
 from sglbench.results.checks import Finding, sanity_checks, workload_mismatches
 from sglbench.results.load import load_results, records
@@ -129,12 +130,14 @@ def build_report(
         capacity_section(capacity_points(df), capacity, slo_text),
         *_figure_sections(points, images, slo_ttft_ms, slo_itl_ms, attainment),
     ]
+    server, server_images = server_sections(df, out_dir)  # issue 11: where the time goes
+    doc.sections += server
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown, page = out_dir / "report.md", out_dir / "report.html"
     markdown.write_text(to_markdown(doc), encoding="utf-8")
     page.write_text(to_html(doc), encoding="utf-8")
-    return ReportPaths(markdown, page, list(images.values()), findings, mismatches, simulated,
-                       [v.text for v in found])
+    return ReportPaths(markdown, page, [*images.values(), *server_images], findings, mismatches,
+                       simulated, [v.text for v in found])  # fmt: skip
 
 
 def verdict_lines(inputs: Sequence[Path], slo_ttft_ms: float | None, slo_itl_ms: float | None,

@@ -15,17 +15,19 @@ from typing import Any, Literal
 import pandas as pd
 
 from sglbench.display import as_number
+from sglbench.results import point_checks
 from sglbench.results.load import records
 
 Severity = Literal["error", "warning", "info"]
 CheckName = Literal[
     "failed_requests", "near_zero_ttft", "near_zero_itl", "short_outputs", "simulated",
-    "client_limited",
+    "client_limited", "warm_cache", "client_late", "kv_failures", "metrics_missing",
 ]  # fmt: skip
 
 # Sweep axes may differ between points; everything else in a workload must match across modes.
 SWEEP_AXES = ("input_len", "output_len", "max_concurrency", "request_rate")
-FIXED_WORKLOAD = ("dataset", "num_prompts", "range_ratio", "seed", "ignore_eos", "warmup")
+FIXED_WORKLOAD = ("dataset", "num_prompts", "range_ratio", "seed", "ignore_eos", "warmup",
+                  "workload_variant")
 WORKLOAD_KEY = (*FIXED_WORKLOAD, *SWEEP_AXES)
 
 # Below these a real streaming server cannot go; seen only when a router buffers the stream.
@@ -106,6 +108,10 @@ def _point_findings(row: Mapping[str, Any], asked: Requested) -> list[Finding]:
         ("client_limited", "warning", None if row.get("client_limited") is not True else (
             "the load generator was CPU-bound at this point: the client, not the server, "
             "limited throughput (try the Rust client)")),
+        ("warm_cache", "warning", point_checks.warm_cache_message(row)),
+        ("client_late", "warning", point_checks.client_late_message(row)),
+        ("kv_failures", "error", point_checks.kv_failure_message(row)),
+        ("metrics_missing", "info", point_checks.metrics_message(row)),
     ]  # fmt: skip
     return [Finding(check, sev, tag, msg) for check, sev, msg in candidates if msg is not None]
 

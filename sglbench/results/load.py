@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,22 @@ import pandas as pd
 from sglbench.display import as_number
 from sglbench.errors import ResultsError
 from sglbench.record import jsonl
+from sglbench.record.metrics import METRICS_SUFFIX, PointMetrics, metrics_file_for, read_points
 from sglbench.record.schema import METADATA_FILE, PointRecord, RunRecord, Workload
+from sglbench.results.server import summarize
 from sglbench.types import parse_mode_name
 
 _TAG_MODE_RE = re.compile(r"^(agg|pd_intra|pd_inter|pd_\d+p\d+d)(?:_|$)")
 _NUM_PROMPTS_RE = re.compile(r"(?:^|_)n(\d+)(?:_|$)")
 _HINT = "run `invoke bench --tag T` (or `invoke compare`) first"
 
+# Issue 11: the workload beyond random lengths, and what was observed around each point (its
+# record's ``observed`` and its line in the metrics file); NA when not recorded.
+SERVER_COLUMNS = (
+    "workload_variant", "cache_flushed", "flush_failed", "prefix_hit_rate",
+    "kv_bootstrap_failed", "kv_transfer_failed", "metrics_error", "late_arrivals",
+    "late_overrun", "late_median_ms", "late_gap_ms",
+)  # fmt: skip
 # Columns of the loaded frame, in order. Latencies are milliseconds, throughputs per second.
 WORKLOAD_COLUMNS = (
     "dataset", "num_prompts", "input_len", "output_len", "range_ratio",
@@ -50,6 +59,7 @@ COLUMNS = (
     *LATENCY_COLUMNS, "measured_concurrency", "request_goodput", "slo_attainment",
     "server_version", "simulated", "gpus", "prefill_gpus", "decode_gpus", "gpus_source",
     "client_limited", "goodput_slos", "capacity_search",
+    *SERVER_COLUMNS,
 )  # fmt: skip
 
 
@@ -61,6 +71,7 @@ class _FileContext:
     run_id: str | None
     mode: str | None
     record: RunRecord | None
+    metrics: dict[str, PointMetrics] = field(default_factory=dict)
 
 
 def load_results(paths: Sequence[Path]) -> pd.DataFrame:
@@ -110,15 +121,18 @@ def result_files(paths: Sequence[Path]) -> list[Path]:
 
 def _is_result(path: Path) -> bool:
     # In a run directory only <mode>.jsonl are results; other JSONL there belong to the run.
+    if path.name.endswith(METRICS_SUFFIX):  # a bench's server metrics beside its results
+        return False
     return not (path.parent / METADATA_FILE).is_file() or parse_mode_name(path.stem) is not None
 
 
 def _file_context(path: Path) -> _FileContext:
     record = RunRecord.load(path.parent)
+    metrics = read_points(metrics_file_for(path))
     if record is None:
-        return _FileContext(path, None, None, None)
+        return _FileContext(path, None, None, None, metrics)
     mode = path.stem if parse_mode_name(path.stem) is not None else None
-    return _FileContext(path, record.run_id, mode, record)
+    return _FileContext(path, record.run_id, mode, record, metrics)
 
 
 def normalise_row(record: Mapping[str, Any], ctx: _FileContext, lineno: int) -> dict[str, Any]:
@@ -160,6 +174,7 @@ def normalise_row(record: Mapping[str, Any], ctx: _FileContext, lineno: int) -> 
         row[key] = _float(record.get(key))
     for column in LATENCY_COLUMNS:
         row[column] = _float(record.get(column.replace("_e2e_", "_e2e_latency_")))
+    row.update(server_columns(workload, point, ctx.metrics.get(tag)))
     return row
 
 
@@ -298,3 +313,28 @@ def _float(value: object) -> float:
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """The frame's rows as dicts keyed by column name."""
     return [{str(k): v for k, v in r.items()} for r in df.to_dict("records")]
+
+
+def server_columns(workload: Workload, point: PointRecord | None,
+                   metrics: PointMetrics | None) -> dict[str, Any]:
+    """The ``SERVER_COLUMNS`` of one row (None where nothing was recorded)."""
+    # A compare run's record, else (invoke bench keeps none) the point's line in the file.
+    observed = point.observed if point and point.observed else (
+        metrics.observed if metrics else None)
+    flush = observed.cache_flush if observed else None
+    late = observed.lateness if observed else None
+    summary = summarize(metrics) if metrics is not None else None
+    return {
+        "workload_variant": workload.variant(),
+        "cache_flushed": None if flush is None else flush.done,
+        "flush_failed": ", ".join(flush.failed) if flush and flush.failed else None,
+        "prefix_hit_rate": summary.prefix_hit_rate if summary else None,
+        "kv_bootstrap_failed": summary.bootstrap_failed if summary else None,
+        "kv_transfer_failed": summary.transfer_failed if summary else None,
+        "metrics_error": summary.error if summary else None,
+        "late_arrivals": late.arrivals if late else None,
+        "late_overrun": late.overrun if late else None,
+        "late_median_ms": late.median_ms if late else None,
+        "late_gap_ms": late.mean_gap_ms if late else None,
+    }  # fmt: skip
+

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from sglbench.errors import ConfigError
 from sglbench.hosts import is_loopback, same_machine
 from sglbench.settings.model import Settings
+from sglbench.settings.workloads import check_workload_keys
 from sglbench.types import MODE_KINDS, Role, Topology, parse_topology
 
 _MAX_PORT = 65535
@@ -83,6 +84,20 @@ SBATCH_FLAGS: dict[str, str] = {
     **dict.fromkeys(("--partition", "-p"), "CLUSTER_PARTITION"),
     **dict.fromkeys(("--account", "-A"), "CLUSTER_ACCOUNT"),
 }
+# Flags the workload keys set (issue 11); refused in BENCH_EXTRA_ARGS like the ones above.
+WORKLOAD_FLAGS: dict[str, str] = {
+    "--gsp-num-groups": "BENCH_GSP_NUM_GROUPS",
+    "--gsp-prompts-per-group": "BENCH_GSP_PROMPTS_PER_GROUP (or BENCH_NUM_PROMPTS)",
+    "--gsp-system-prompt-len": "BENCH_GSP_SYSTEM_PROMPT_LEN",
+    "--gsp-question-len": "BENCH_GSP_QUESTION_LEN",
+    "--gsp-output-len": "BENCH_GSP_OUTPUT_LEN",
+    "--sharegpt-output-len": "BENCH_SHAREGPT_OUTPUT_LEN",
+    "--sharegpt-context-len": "BENCH_MODEL_CONTEXT_LEN",
+    "--mooncake-slowdown-factor": "BENCH_TRACE_SLOWDOWN",
+    "--use-trace-timestamps": "BENCH_DATASET=mooncake",
+    "--flush-cache": "BENCH_FLUSH_CACHE",
+    "--cache-report": "the bench task (always on with the Python client)",
+}
 _EXTRA_KEYS: dict[str, dict[str, str]] = {
     "EXTRA_SERVER_ARGS": SERVER_FLAGS,
     "AGG_EXTRA_ARGS": SERVER_FLAGS,
@@ -90,7 +105,7 @@ _EXTRA_KEYS: dict[str, dict[str, str]] = {
     "DECODE_EXTRA_ARGS": SERVER_FLAGS,
     "SIM_ARGS": SERVER_FLAGS,
     "ROUTER_EXTRA_ARGS": ROUTER_FLAGS,
-    "BENCH_EXTRA_ARGS": BENCH_FLAGS,
+    "BENCH_EXTRA_ARGS": {**BENCH_FLAGS, **WORKLOAD_FLAGS},
     "CLUSTER_SRUN_ARGS": SRUN_FLAGS,
     "CLUSTER_SBATCH_ARGS": SBATCH_FLAGS,
 }
@@ -116,6 +131,7 @@ def check_cross_fields(settings: Settings) -> None:
     _check_docker_bind(settings)
     _check_slurm_bind(settings)
     _check_slos(settings)
+    check_workload_keys(settings)
     if settings.simulate:
         _check_sim_args(settings)
 

@@ -320,6 +320,47 @@ class Settings(BaseModel):
                                          description="extra srun args of every server step")
     cluster_sbatch_args: ShellArgs = Field("", alias="CLUSTER_SBATCH_ARGS",
                                            description="extra sbatch args of invoke submit")
+
+    # --- workloads (datasets beyond random, arrivals, cache hygiene, server metrics) ----------
+    bench_gsp_num_groups: int = Field(64, ge=1, le=100000, alias="BENCH_GSP_NUM_GROUPS",
+                                      description="generated-shared-prefix: system prompts "
+                                      "(prefix groups)")
+    bench_gsp_prompts_per_group: int | None = Field(None, ge=1, le=100000,
+                                                    alias="BENCH_GSP_PROMPTS_PER_GROUP",
+                                                    description="generated-shared-prefix: "
+                                                    "questions per group (empty: "
+                                                    "BENCH_NUM_PROMPTS / groups)")
+    bench_gsp_system_prompt_len: int = Field(2048, ge=1, alias="BENCH_GSP_SYSTEM_PROMPT_LEN",
+                                             description="generated-shared-prefix: tokens of "
+                                             "each system prompt (the shared prefix)")
+    bench_gsp_question_len: int = Field(128, ge=1, alias="BENCH_GSP_QUESTION_LEN",
+                                        description="generated-shared-prefix: tokens of each "
+                                        "question")
+    bench_gsp_output_len: int = Field(256, ge=1, alias="BENCH_GSP_OUTPUT_LEN",
+                                      description="generated-shared-prefix: output tokens")
+    bench_sharegpt_output_len: int | None = Field(None, ge=4, alias="BENCH_SHAREGPT_OUTPUT_LEN",
+                                                  description="sharegpt: output tokens per "
+                                                  "request (empty: the reference answer's)")
+    bench_trace_slowdown: float = Field(1.0, gt=0, le=1000, alias="BENCH_TRACE_SLOWDOWN",
+                                        description="mooncake: multiply the trace's "
+                                        "inter-arrival times (2 = half the rate)")
+    bench_burstiness: float = Field(1.0, gt=0, le=100, alias="BENCH_BURSTINESS",
+                                    description="arrivals at a finite rate: 1 = Poisson; "
+                                    "below 1 burstier (gamma inter-arrivals of this shape)")
+    bench_model_context_len: int | None = Field(None, ge=16, le=10_000_000,
+                                                alias="BENCH_MODEL_CONTEXT_LEN",
+                                                description="context length for the up-front "
+                                                "length check (empty: found from the model)")
+    bench_flush_cache: bool = Field(True, alias="BENCH_FLUSH_CACHE",
+                                    description="flush every worker's radix cache before each "
+                                    "measured point")
+    bench_server_metrics: bool = Field(True, alias="BENCH_SERVER_METRICS",
+                                       description="--enable-metrics on every worker; scrape "
+                                       "workers and router around each point")
+    bench_metrics_interval_s: float = Field(1.0, ge=0.1, le=60, alias="BENCH_METRICS_INTERVAL_S",
+                                            description="seconds between gauge samples during "
+                                            "a point")
+
     # Not a key: the allocation the harness runs in, found from SLURM_JOB_ID by the task layer.
     allocation: Allocation | None = Field(None, exclude=True)
 

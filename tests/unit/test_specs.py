@@ -140,6 +140,13 @@ DIFFERENCES: dict[str, Difference] = {d.name: d for d in (
                "range ratio, seed and warmup are written out so agg and PD runs stay comparable "
                "across client versions (seed 1 was the default when the original ran; now 42)",
                _add("--random-range-ratio", "0", "--seed", "1", "--warmup-requests", "1")),
+    Difference("server_metrics",
+               "--enable-metrics: every worker's /metrics is scraped around each point "
+               "(BENCH_SERVER_METRICS)", _add("--enable-metrics")),
+    Difference("bench_cache_hygiene",
+               "--flush-cache: every worker's radix cache is flushed after the warm-up "
+               "(BENCH_FLUSH_CACHE); --cache-report: the client's view of prefix hits",
+               _add("--cache-report", "--flush-cache")),
 )}  # fmt: skip
 
 
@@ -159,7 +166,8 @@ def settings() -> Settings:
 def test_server_equals_the_original(settings: Settings, role: Role) -> None:
     (spec,) = server_specs(settings, role)
     assert spec.argv()[:3] == ["python3", "-m", SGLANG_SERVER_MODULE]
-    assert flags(spec.argv()[3:]) == expected(original_server(ORIGINAL_ENV, role))
+    assert flags(spec.argv()[3:]) == expected(original_server(ORIGINAL_ENV, role),
+                                              "server_metrics")
     assert spec.name == f"sglang-{role}"  # the original container names
 
 
@@ -199,7 +207,8 @@ def test_bench_equals_the_original(settings: Settings, pd: bool, tag: str) -> No
     assert ours[:3] == ["python3", "-m", "sglang.benchmark.serving"]
     assert flags(ours[3:]) == expected(
         original_bench(ORIGINAL_ENV, pd, tag), "bench_module_moved", "bench_full_flag_names",
-        "bench_results_dir", "bench_ignore_eos_is_the_default", "bench_pinned_workload")
+        "bench_results_dir", "bench_ignore_eos_is_the_default", "bench_pinned_workload",
+        "bench_cache_hygiene")
 
 
 def test_agg_and_pd_get_the_same_workload_flags(settings: Settings) -> None:

@@ -8,6 +8,7 @@ from typing import Literal
 from sglbench.errors import ConfigError
 from sglbench.sim import timing
 from sglbench.sim.profiles import Profile
+from sglbench.sim.resources import SharedGpu
 
 Role = Literal["null", "prefill", "decode"]
 
@@ -28,6 +29,13 @@ class EngineConfig:
     seed: int = 0
     time_scale: float = 1.0
     step_overhead_ms: float | None = None
+    max_prefill_tokens: int = 16384
+    schedule_conservativeness: float = 1.0
+    enable_mixed_chunk: bool = False
+    cuda_graph_max_bs: int | None = None
+    disable_cuda_graph: bool = False
+    disable_overlap_schedule: bool = False
+    gpu: SharedGpu | None = None  # another engine's GPU to share (two servers on one GPU)
 
 
 @dataclass
@@ -38,6 +46,7 @@ class GenRequest:
     prompt_len: int
     max_new_tokens: int
     kv_ready: bool = False
+    ignore_eos: bool = True  # the bench client's default: admission reserves the whole output
 
 
 @dataclass(frozen=True)

@@ -23,17 +23,29 @@ class Seq:
     """One request inside the engine: what it reserved and how far it got."""
 
     req: GenRequest
-    reserved: int
+    reserved: int  # KV tokens it needs at most: prompt + its output budget
     ready_at: float
     queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     prefilled: int = 0
     generated: int = 0
     aborted: bool = False
+    fill_len: int = 0  # tokens to (re)compute: the prompt, or prompt + output after retraction
+    gen_at_fill: int = 0  # tokens generated before the last (re)fill
+    retractions: int = 0
+    counted_prompt: bool = False
+
+    def __post_init__(self) -> None:
+        self.fill_len = self.req.prompt_len
 
     @property
     def context(self) -> int:
-        """Tokens in its KV cache now (prompt computed so far + generated)."""
-        return self.prefilled + self.generated
+        """Tokens in its KV cache now (computed so far + generated since)."""
+        return self.prefilled + self.generated - self.gen_at_fill
+
+    @property
+    def needs_fill(self) -> bool:
+        """True while its KV must be computed here (a prompt, or a retracted request)."""
+        return not self.req.kv_ready or self.retractions > 0
 
 
 @dataclass
@@ -43,6 +55,7 @@ class Step:
     admitted: list[Seq] = field(default_factory=list)
     chunks: list[tuple[Seq, int]] = field(default_factory=list)
     decoding: list[Seq] = field(default_factory=list)
+    mixed: bool = False  # --enable-mixed-chunk: the decodes ride in the prefill pass
 
 
 class TokenStream(AsyncIterator[TokenEvent]):

@@ -49,9 +49,12 @@ class GenRequest:
     ignore_eos: bool = True  # the bench client's default: admission reserves the whole output
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TokenEvent:
-    """One output token: its index and the loop time at which the model says it exists."""
+    """One output token: its index and the loop time at which the model says it exists.
+
+    Slotted and not frozen: the engine makes one per streamed token, so it must be cheap.
+    """
 
     index: int
     deadline: float

@@ -111,7 +111,7 @@ class Deployment:
             p = i % len(self.prefill)
             prefill = self.prefill[p]
             done = rec.start
-            async for event in prefill.generate(GenRequest(rid, prompt, out)):
+            for event in await prefill.generate(GenRequest(rid, prompt, out)).collect():
                 done = event.deadline
             if out == 0:
                 rec.ttft = rec.latency = done - rec.start
@@ -121,7 +121,7 @@ class Deployment:
             decode = self.decode[i % len(self.decode)]
             stream = decode.generate(GenRequest(rid, prompt, out, kv_ready=True))
         last = rec.start
-        async for event in stream:
+        for event in await stream.collect():
             if event.index == 0:
                 rec.ttft = event.deadline - rec.start
             else:

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from sglbench.errors import ConfigError
 from sglbench.sim.engine import Role
-from sglbench.sim.profiles import DEFAULT_PROFILE, PROFILE_NAMES
+from sglbench.sim.profiles import DEFAULT_PROFILE, PROFILE_NAMES, is_profile_path
 
 log = logging.getLogger("sglbench.sim")
 
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--sim-profile",
         default=DEFAULT_PROFILE,
-        help=f"GPU + model profile: {', '.join(PROFILE_NAMES)}",
+        help=f"GPU + model profile: {', '.join(PROFILE_NAMES)}, or a profile .json path",
     )
     sim.add_argument("--sim-seed", type=int, default=0, help="seed of jitter and output tokens")
     sim.add_argument(
@@ -204,7 +204,7 @@ def _validate(a: SimArgs) -> None:
             f"--disaggregation-bootstrap-port {a.port} equals --port: a prefill server needs"
             " two ports; pick another bootstrap port"
         )
-    if a.sim_profile not in PROFILE_NAMES:
+    if a.sim_profile not in PROFILE_NAMES and not is_profile_path(a.sim_profile):
         raise ConfigError(
             f"--sim-profile {a.sim_profile!r} is unknown; known: {', '.join(PROFILE_NAMES)}"
         )

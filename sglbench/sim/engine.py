@@ -332,6 +332,8 @@ class Engine:
             end = t + (max(cost.host + cost.gpu, cpu) + serial) * scale
         else:
             gpu_start = t + (cost.host + serial) * scale
+            if gpu_start > t:
+                await sleep_until(gpu_start)  # the GPU sees the work only once it is launched
             gpu_end = await self.config.gpu.run(cost.gpu * scale, gpu_start)
             end = max(gpu_end, t + cpu * scale)
         await sleep_until(end)

@@ -55,7 +55,11 @@ class _FluidQueue:
         return len(self._jobs)
 
     def submit(self, size: float, start: float) -> asyncio.Future[float]:
-        """Start a job of ``size`` units at model time ``start``; resolves with its end time."""
+        """Start a job of ``size`` units at model time ``start``; resolves with its end time.
+
+        ``start`` is now (or a moment ago, when the loop runs late): never a future time, which
+        would shift the jobs submitted after it.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[float] = loop.create_future()
         if size <= 0:

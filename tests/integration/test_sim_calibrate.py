@@ -39,7 +39,8 @@ TRUE = replace(
         jitter=0.0,
     ),
 )
-POINTS = [(60, 256, 64, 4), (60, 256, 64, 16), (60, 64, 128, 8), (60, 512, 32, 32), (60, 128, 128, 24)]
+POINTS = [(60, 256, 64, 4), (60, 256, 64, 16), (60, 64, 128, 8), (60, 512, 32, 32),
+          (60, 128, 128, 24)]  # fmt: skip
 HELD_BACK = (60, 256, 96, 12)
 TOLERANCE = 0.10  # recovered efficiencies within 10% of the truth
 

@@ -161,7 +161,7 @@ def fit_stage(
 
     result = least_squares(
         fun, start, bounds=(0.0, 1.0), method="trf", loss="soft_l1", f_scale=0.05,
-        diff_step=0.02, max_nfev=max_nfev,
+        diff_step=0.02, max_nfev=max_nfev, ftol=1e-4, xtol=1e-3,
     )  # fmt: skip
     return _apply(profiles, stage, result.x), np.asarray(result.x)
 

@@ -33,6 +33,28 @@ Modelling choices:
   concurrent transfers share the link (:class:`sglbench.sim.resources.KvLink`).
 
 All durations are seconds of modelled GPU time; the engine scales them by ``--sim-time-scale``.
+
+What the model (this file, :mod:`~sglbench.sim.engine`, :mod:`~sglbench.sim.batching`,
+:mod:`~sglbench.sim.resources`) captures, and what it does not:
+
+* Captured: weight/KV/FLOP rooflines per pass; continuous batching with SGLang's FCFS admission,
+  prefill-first scheduling, chunked prefill, ``max_prefill_tokens``, ``max_running_requests``,
+  KV capacity from memory, ``new_token_ratio`` admission and decode retraction with recompute;
+  the CUDA-graph batch limit; the scheduler's CPU per running request, overlapped with the GPU;
+  the tokenizer process handing requests over one at a time; two servers time-slicing one GPU;
+  KV transfers sharing one path; TP as divided work plus all-reduces.
+* Fitted, not derived: the fixed costs (graph step, eager prefill, per-request), compute
+  efficiency, request latency, transfer latency and link bandwidth of the path the runs had.
+* Priors the reference runs cannot fit (they stop at 128 running requests): the scheduler's
+  per-request CPU (``sched_per_req_us``), eager decode above the graph limit, bandwidth
+  efficiency on a GPU seen only with short contexts. Predictions past 128-256 running requests
+  lean on them; check such a prediction against one measured point before trusting it.
+* Not modelled: radix (prefix) cache hits (random prompts have none), speculative decoding,
+  MoE/expert parallelism, pipeline parallelism, data-parallel attention, network congestion
+  between nodes beyond the KV path, the bench client's and router's own CPU time (a few ms of
+  TTFT per request; more through the Python mini-lb, which the reference PD runs used), EOS
+  before ``max_new_tokens``, hardware variance between runs (two real runs of one point differ
+  by a few percent; a real run's hiccups, like one 600 ms TTFT, are not reproduced).
 """
 
 from __future__ import annotations

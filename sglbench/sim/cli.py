@@ -55,6 +55,7 @@ class SimArgs:
     sim_fail_after: int | None = None
     sim_trace: Path | None = None
     sim_tokenizer_cache: Path | None = None
+    sim_shared_gpu: str | None = None
 
     @property
     def model_name(self) -> str:
@@ -129,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="exit (status 1) after answering N generate requests",
+    )
+    sim.add_argument(
+        "--sim-shared-gpu",
+        default=None,
+        metavar="GROUP",
+        help="share one modelled GPU with the other servers of GROUP on this host (pd_intra)",
     )
     sim.add_argument(
         "--sim-trace",

@@ -145,6 +145,8 @@ class Engine:
         self._waiting.clear()
         self._prefilling.clear()
         self._decoding.clear()
+        if self.config.gpu is not None:
+            self.config.gpu.close()
 
     def generate(self, req: GenRequest) -> TokenStream:
         """Queue a request and return the stream of its tokens.

@@ -23,7 +23,16 @@ job resolves with the exact model time at which it ends, whatever the loop's lat
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import re
+import socket
+import struct
+import tempfile
 from dataclasses import dataclass
+from typing import Any
+
+from sglbench.errors import ConfigError
 
 _EPS = 1e-12
 
@@ -115,6 +124,9 @@ class SharedGpu:
         """Serve ``busy_seconds`` of exclusive GPU work from ``start``; return its end time."""
         return await self._queue.submit(busy_seconds, start)
 
+    def close(self) -> None:
+        """Release what the GPU holds (nothing here; a :class:`PeerGpu` its socket)."""
+
 
 class KvLink:
     """The KV path out of a prefill server: bandwidth shared size-proportionally, plus latency."""
@@ -136,3 +148,74 @@ class KvLink:
         """
         end = await self._queue.submit(nbytes * time_scale, start)
         return end + self._latency * time_scale
+
+
+class PeerGpu(SharedGpu):
+    """A :class:`SharedGpu` whose other users are simulator processes on this host.
+
+    Two HTTP servers on one GPU (``pd_intra``) are two processes, so each keeps a mirror of
+    the GPU: every pass it starts is also sent (start time and GPU seconds, 16 bytes) to the
+    other members of the group over Unix datagram sockets in ``directory``, and every pass a
+    member announces joins the local mirror at its start time. All members then compute the
+    same processor-sharing schedule; ``loop.time()`` is the host's monotonic clock in every
+    process. A message that arrives late (tens of microseconds on loopback) joins at arrival.
+    """
+
+    def __init__(self, group: str, directory: str | None = None) -> None:
+        """Join ``group`` (``--sim-shared-gpu``); sockets live in ``directory`` (default tmp)."""
+        super().__init__()
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", group):
+            raise ConfigError(f"--sim-shared-gpu {group!r}: use letters, digits and ._- only")
+        self._dir = directory or tempfile.gettempdir()
+        self._prefix = f"sglbench-gpu-{group}-"
+        self._path = os.path.join(self._dir, f"{self._prefix}{os.getpid()}.sock")
+        self._sock: Any = None
+
+    def _open(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self._path)
+        self._sock.setblocking(False)
+        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._receive)
+
+    def _peers(self) -> list[str]:
+        names = [n for n in os.listdir(self._dir) if n.startswith(self._prefix)]
+        return [
+            os.path.join(self._dir, n) for n in names if os.path.join(self._dir, n) != self._path
+        ]
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(64)
+            except BlockingIOError:
+                return
+            if len(data) == 16:
+                start, busy = struct.unpack("!dd", data)
+                # Someone else's pass: it occupies the GPU; nobody here awaits it.
+                self._queue.submit(busy, start)
+
+    async def run(self, busy_seconds: float, start: float) -> float:
+        """Announce the pass to the group, then serve it on the local mirror."""
+        import contextlib
+
+        if self._sock is None:
+            self._open()
+        message = struct.pack("!dd", start, busy_seconds)
+        for peer in self._peers():
+            with contextlib.suppress(OSError):  # a member that exited leaves a stale socket
+                self._sock.sendto(message, peer)
+        return await super().run(busy_seconds, start)
+
+    def close(self) -> None:
+        """Leave the group (remove the socket)."""
+        import contextlib
+
+        if self._sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)

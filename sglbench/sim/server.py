@@ -28,6 +28,7 @@ from sglbench.sim.cli import SimArgs
 from sglbench.sim.engine import Engine, EngineConfig, EngineStopped
 from sglbench.sim.metrics import render_metrics
 from sglbench.sim.profiles import load_profile
+from sglbench.sim.resources import PeerGpu
 from sglbench.sim.protocol import (
     DEFAULT_MAX_NEW_TOKENS,
     SSE_HEADERS,
@@ -267,6 +268,7 @@ def build_service(args: SimArgs) -> SimService:
         seed=args.sim_seed,
         time_scale=args.sim_time_scale,
         step_overhead_ms=args.sim_step_overhead_ms,
+        gpu=PeerGpu(args.sim_shared_gpu) if args.sim_shared_gpu else None,
     )
     engine = Engine(config)
     tokenizer = load_tokenizer(args.model_path, args.tokenizer_path, args.sim_tokenizer_cache)

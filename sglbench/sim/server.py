@@ -28,7 +28,6 @@ from sglbench.sim.cli import SimArgs
 from sglbench.sim.engine import Engine, EngineConfig, EngineStopped
 from sglbench.sim.metrics import render_metrics
 from sglbench.sim.profiles import load_profile
-from sglbench.sim.resources import PeerGpu
 from sglbench.sim.protocol import (
     DEFAULT_MAX_NEW_TOKENS,
     SSE_HEADERS,
@@ -44,6 +43,7 @@ from sglbench.sim.protocol import (
     merged,
     prompt_lengths,
 )
+from sglbench.sim.resources import PeerGpu
 from sglbench.sim.service import BadRequest, Job, NotReady, ServerFailure, SimService
 from sglbench.sim.tokenizer import load_tokenizer
 

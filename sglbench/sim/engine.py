@@ -53,7 +53,7 @@ from sglbench.sim.engine_types import (
     resolve_kv_capacity,
 )
 from sglbench.sim.profiles import Profile
-from sglbench.sim.resources import KvLink
+from sglbench.sim.resources import KvLink, StreamPath
 from sglbench.sim.sequence import END, Seq, Step, ThroughputWindow, TokenStream, sleep_until
 
 __all__ = [
@@ -101,6 +101,8 @@ class Engine:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._link: KvLink | None = None
+        cost = profile.efficiency.stream_us_per_token * config.time_scale
+        self._stream = StreamPath(cost) if cost > 0 else None
         self._prompt_total = 0
         self._gen_total = 0
         self._requests_total = 0
@@ -391,6 +393,10 @@ class Engine:
 
     def _emit(self, seq: Seq, t: float) -> None:
         last = seq.generated + 1 >= seq.req.max_new_tokens
+        if self._stream is not None:  # the output path and the router come after the GPU
+            t = self._stream.deliver(t)
+        if self.config.router is not None:
+            t = self.config.router.deliver(t)
         seq.queue.put_nowait(TokenEvent(index=seq.generated, deadline=t, finished=last))
         seq.generated += 1
         self._gen_total += 1

@@ -8,7 +8,7 @@ from typing import Literal
 from sglbench.errors import ConfigError
 from sglbench.sim import timing
 from sglbench.sim.profiles import Profile
-from sglbench.sim.resources import SharedGpu
+from sglbench.sim.resources import SharedGpu, StreamPath
 
 Role = Literal["null", "prefill", "decode"]
 
@@ -36,6 +36,7 @@ class EngineConfig:
     disable_cuda_graph: bool = False
     disable_overlap_schedule: bool = False
     gpu: SharedGpu | None = None  # another engine's GPU to share (two servers on one GPU)
+    router: StreamPath | None = None  # the router its streams pass (shared by its servers)
 
 
 @dataclass

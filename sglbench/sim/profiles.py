@@ -97,6 +97,12 @@ class Efficiency:
             what caps a small model's decode at hundreds of running requests. A prior (about
             what SGLang's Python scheduler spends per request and step); the reference runs never
             make it the longer of CPU and GPU, so they cannot fit it.
+        stream_us_per_token: CPU per streamed token of the server's output path (detokenizer,
+            tokenizer manager, HTTP), a single-process FIFO after the GPU; 0: not modelled
+            (the reference runs never come near its capacity).
+        router_us_per_token: CPU per token a PD router spends forwarding a stream (a
+            single-process FIFO shared by all streams): fitted on the reference PD runs, which
+            went through the Python mini-lb; near 0 for the Rust routers.
     """
 
     bandwidth_eff: float
@@ -116,6 +122,8 @@ class Efficiency:
     eager_overhead_ms: float = 3.0
     sched_overhead_ms: float = 0.5
     sched_per_req_us: float = 15.0
+    stream_us_per_token: float = 0.0
+    router_us_per_token: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sglbench.sim.engine import Engine, EngineConfig, GenRequest
-from sglbench.sim.resources import KvLink, SharedGpu
+from sglbench.sim.resources import KvLink, SharedGpu, StreamPath
 from sglbench.sim.sequence import sleep_until
 from sglbench.sim.topology import ServerSpec, Topology
 from sglbench.sim.vclock import run_virtual
@@ -51,12 +51,21 @@ class Deployment:
         """Build (not start) every server of ``topo``; engine seeds derive from ``seed``."""
         self.topo = topo
         self._gpus: dict[str, SharedGpu] = {}
+        self._router = self._make_router(topo)
         seeds = itertools.count(seed * 1000)
         self.agg = [self._engine(s, "null", next(seeds)) for s in topo.agg]
         self.prefill = [self._engine(s, "prefill", next(seeds)) for s in topo.prefill]
         self.decode = [self._engine(s, "decode", next(seeds)) for s in topo.decode]
         self._links = self._make_links()
         self._rr = itertools.count()
+
+    @staticmethod
+    def _make_router(topo: Topology) -> StreamPath | None:
+        """The PD router's stream path (agg replicas: the regular-mode router is not modelled)."""
+        if not topo.decode:
+            return None
+        cost = topo.decode[0].profile.efficiency.router_us_per_token
+        return StreamPath(cost) if cost > 0 else None
 
     def _engine(self, spec: ServerSpec, role: str, seed: int) -> Engine:
         gpu = None
@@ -73,6 +82,7 @@ class Deployment:
                 enable_mixed_chunk=spec.enable_mixed_chunk,
                 seed=seed,
                 gpu=gpu,
+                router=self._router if role == "decode" else None,
             )
         )
 

@@ -113,6 +113,27 @@ class _FluidQueue:
         self._reschedule(asyncio.get_running_loop())
 
 
+class StreamPath:
+    """A single-process FIFO every streamed token passes (an output path, a router).
+
+    Each token costs ``us_per_token`` of that process's CPU; tokens are served in the order the
+    engines emit them, so past ``1e6 / us_per_token`` tokens/s they queue and reach the client
+    late. O(1) per token.
+    """
+
+    __slots__ = ("_cost", "_free_at")
+
+    def __init__(self, us_per_token: float) -> None:
+        """A path costing ``us_per_token`` microseconds per token (already time-scaled)."""
+        self._cost = us_per_token / 1e6
+        self._free_at = 0.0
+
+    def deliver(self, t: float) -> float:
+        """When a token produced at ``t`` has passed the path."""
+        self._free_at = max(t, self._free_at) + self._cost
+        return self._free_at
+
+
 class SharedGpu:
     """One GPU whose busy time is shared by the servers placed on it (processor sharing)."""
 

@@ -8,6 +8,7 @@ through :func:`sglbench.sim.replay.replay`, and ranks them:
   highest Poisson request rate at which that share of requests meets every SLO (the rule of
   ``sglang.benchmark.goodput``), divided by the GPUs. The rate is found by doubling from
   ``start_rate`` per GPU until the attainment fails, then bisecting (``rate_steps`` points);
+  each rate is judged on at least 15 s of arrivals (more prompts than the sweep's if needed);
 * without SLOs: by output tok/s per GPU at matched latency: each topology's best point of the
   sweep whose p99 ITL is within the loosest of the topologies' best p99 ITLs.
 
@@ -85,10 +86,17 @@ def _mark(row: dict[str, Any], topo: Topology, profile: Profile) -> dict[str, An
     return row
 
 
+MIN_ARRIVAL_SECONDS = 15.0  # a rate is judged on at least this long a stream of arrivals
+MAX_PROMPTS = 6000
+
+
 def _at_rate(
     topo: Topology, w: Workload, rate: float, slo: Slo, profile: Profile
 ) -> tuple[float, dict[str, Any]]:
-    point = replace(w, request_rate=rate)
+    # A short burst at a rate the servers cannot sustain still meets the SLO: the queue has no
+    # time to grow. Judge every rate on enough arrivals to show it.
+    n = min(MAX_PROMPTS, max(w.num_prompts, math.ceil(rate * MIN_ARRIVAL_SECONDS)))
+    point = replace(w, request_rate=rate, num_prompts=n)
     records, duration = run_point(topo, point)
     share = attainment(records, slo.ttft_ms, slo.tpot_ms)
     tag = f"predicted_{topo.name}_in{w.input_len}_out{w.output_len}_rate{rate:.3g}"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -43,7 +44,13 @@ from sglbench.sim.replay import replay
 from sglbench.sim.tables import calibration_table
 from sglbench.sim.topology import build
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference-results"
+# The checkout sits beside shared/ (the project layout, and CI's), or SGLBENCH_REFERENCE_RESULTS.
+REFERENCE_DIR = Path(
+    os.environ.get(
+        "SGLBENCH_REFERENCE_RESULTS",
+        Path(__file__).resolve().parents[2] / "shared" / "reference-results",
+    )
+)
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "sglbench" / "sim" / "profiles"
 
 

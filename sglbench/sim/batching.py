@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from sglbench.sim import timing
+from sglbench.sim.profiles import Profile
 from sglbench.sim.sequence import Seq
 
 CLIP_MAX_NEW_TOKENS = 4096
@@ -99,3 +101,22 @@ def retraction_victims(decoding: Sequence[Seq], allocated: int, capacity: int) -
         allocated -= seq.context
         victims.append(seq)
     return victims
+
+
+def prefill_cost(
+    profile: Profile, tp: int, chunks: Sequence[tuple[Seq, int]], decodes: Sequence[Seq]
+) -> timing.PassCost:
+    """Cost of a prefill pass over ``chunks`` (and mixed-in ``decodes``, one token each)."""
+    tokens = sum(n for _, n in chunks) + len(decodes)
+    prefix = sum(seq.prefilled for seq, _ in chunks) + sum(s.context for s in decodes)
+    pairs = sum(n * (seq.prefilled + n / 2.0) for seq, n in chunks)
+    pairs += sum(s.context for s in decodes)
+    return timing.prefill_pass(profile, tp, tokens, len(chunks) + len(decodes), prefix, pairs)
+
+
+def decode_cost(
+    profile: Profile, tp: int, decoding: Sequence[Seq], graph_max_bs: int
+) -> timing.PassCost:
+    """Cost of one decode pass of ``decoding`` (CUDA graph up to ``graph_max_bs``)."""
+    kv_read = sum(seq.context for seq in decoding)
+    return timing.decode_pass(profile, tp, len(decoding), kv_read, graph_max_bs)

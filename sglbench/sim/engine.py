@@ -306,7 +306,8 @@ class Engine:
         if step.chunks:
             # SGLang runs a prefill batch whenever one can be formed, and decodes otherwise.
             decodes = step.decoding if step.mixed else []
-            t = await self._run_pass(self._prefill_cost(step.chunks, decodes), t)
+            cost = batching.prefill_cost(self._profile, self.config.tp_size, step.chunks, decodes)
+            t = await self._run_pass(cost, t)
             for seq, n in step.chunks:
                 self._prefill_done(seq, n, t)
             self._emit_decodes(decodes, t)
@@ -314,7 +315,9 @@ class Engine:
         if step.decoding:
             self._retract_if_full(step)
             eff = self._profile.efficiency
-            cost = self._decode_cost(step.decoding)
+            cost = batching.decode_cost(
+                self._profile, self.config.tp_size, step.decoding, self._graph_max_bs
+            )
             if self.config.role == "decode":
                 # A PD decode server also polls its KV receivers and pre-allocation queue.
                 cost = replace(cost, cpu=cost.cpu + eff.pd_decode_step_overhead_ms / 1e3)
@@ -417,19 +420,3 @@ class Engine:
         seq.queue.put_nowait(END)
         if count:
             self._requests_total += 1
-
-    def _prefill_cost(self, chunks: list[tuple[Seq, int]], decodes: list[Seq]) -> timing.PassCost:
-        tokens = sum(n for _, n in chunks) + len(decodes)
-        prefix = sum(seq.prefilled for seq, _ in chunks) + sum(s.context for s in decodes)
-        pairs = sum(n * (seq.prefilled + n / 2.0) for seq, n in chunks)
-        pairs += sum(s.context for s in decodes)
-        requests = len(chunks) + len(decodes)
-        return timing.prefill_pass(
-            self._profile, self.config.tp_size, tokens, requests, prefix, pairs
-        )
-
-    def _decode_cost(self, decoding: list[Seq]) -> timing.PassCost:
-        kv_read = sum(seq.context for seq in decoding)
-        return timing.decode_pass(
-            self._profile, self.config.tp_size, len(decoding), kv_read, self._graph_max_bs
-        )

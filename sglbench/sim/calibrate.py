@@ -86,6 +86,12 @@ DECODE_SIDE = (
 )
 
 
+def from_start(profile: Profile) -> Profile:
+    """``profile`` reset to the starting values its calibration recorded (if any)."""
+    start = profile.provenance.get("start")
+    return with_values(profile, dict(start)) if isinstance(start, dict) else profile
+
+
 def with_values(profile: Profile, values: dict[str, float]) -> Profile:
     """``profile`` with some efficiency fields (and the link bandwidth) replaced."""
     gpu = profile.gpu
@@ -190,6 +196,7 @@ class Calibration:
     profiles: Profiles
     results: list[PointResult]
     stages: list[Stage] = field(default_factory=list)
+    start: dict[str, float] = field(default_factory=dict)  # fitted fields' starting values
 
     def medians(self, loo: bool = True) -> dict[str, dict[str, float]]:
         """Median |error| % per family (agg, pd_intra, pd) and metric."""
@@ -245,6 +252,8 @@ def calibrate(
     say = progress or (lambda _line: None)
     profiles = Profiles(profile, decode_profile)
     stages = plan(points, decode_profile is not None)
+    base = decode_profile or profile
+    start = {p.name: get_value(base, p.name) for s in stages for p in s.params}
     solutions = []
     for stage in stages:
         profiles, u = fit_stage(profiles, stage, stage.points, max_nfev, None)
@@ -260,7 +269,7 @@ def calibrate(
                 refit, _ = fit_stage(profiles, stage, rest, loo_nfev, u)
                 results[id(held)].loo = refit.simulate(held)
                 say(f"leave-one-out {held.tag}")
-    return Calibration(profiles, [results[id(p)] for p in points], stages)
+    return Calibration(profiles, [results[id(p)] for p in points], stages, start)
 
 
 def fitted_profile(cal: Calibration, name: str, sources: Sequence[str]) -> Profile:
@@ -273,6 +282,7 @@ def fitted_profile(cal: Calibration, name: str, sources: Sequence[str]) -> Profi
         "sources": sorted(set(sources)),
         "points": len(cal.results),
         "fitted": {p: get_value(base, p) for p in params},
+        "start": cal.start,  # a re-fit from these values reproduces the profile
         "fit_median_abs_error_pct": cal.medians(False),
         "engine_seed": 0,
     }

@@ -17,9 +17,20 @@ same pair at c8-32, never fitted: a check on unseen workloads).
   bench client (PD through the real mini-lb), with the server's own view on stderr
   (``sim_replay.py``): measures the model plus this machine's client and server CPU.
 
-Measured 2026-12-01 on this 2-core machine (shared, load average about 5), ``--loo``:
-see the report of the sim-physics branch; the medians are checked by
-``tests/integration/test_sim_reference_fit.py``.
+Measured 2026-12-01 with ``--loo --write-profiles`` (2 shared cores, load average 5-10: 44 min),
+leave-one-out median |error| (output throughput, mean ITL, mean TTFT); the medians are checked
+by ``tests/integration/test_sim_reference_fit.py``:
+
+* agg (12 points): 2.5%, 2.6%, 4.7%; worst row agg_n50_in128_out64_c8 (+49% throughput, -75%
+  TTFT: that real run had a 600 ms p99 TTFT hiccup the other 11 do not show).
+* pd_intra (12): 1.9%, 3.0%, 12.0%; worst pd_intra_n50_in128_out64_c8 (the same hiccup).
+* pd_1p*d (8): 0.8%, 8.6%, 1.2%; worst pd_1p8d_n100_in2048_out512_c128 (ITL -22.5%): the
+  measured ITL is the same for 1, 2, 4 and 8 decode servers (about 9 ms at 100 streams), which
+  no per-server model gives; it looks like the mini-lb's streaming cap (~11k tokens/s), which the
+  model has (``router_us_per_token``) but these profiles do not fit yet.
+* pd_inter (14, never fitted; the same GH200 -> A100 pair at c8-32), default mode: 4.1%,
+  15.0%, 9.1%: the A100's fitted step cost absorbed that cap, so its ITL is 12-16% high here.
+* default mode on the fitted profiles: fit errors agg 2.3/2.4/3.6%, pd_intra 3.1/3.0/11.6%.
 
 Usage:
     python benchmarks/sim_calibration.py [--direct | --loo [--write-profiles] | --http]

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from sglbench.errors import ConfigError
 from sglbench.sim.engine import Role
-from sglbench.sim.profiles import DEFAULT_PROFILE, PROFILE_NAMES
+from sglbench.sim.profiles import DEFAULT_PROFILE, PROFILE_NAMES, is_profile_path
 
 log = logging.getLogger("sglbench.sim")
 
@@ -55,6 +55,7 @@ class SimArgs:
     sim_fail_after: int | None = None
     sim_trace: Path | None = None
     sim_tokenizer_cache: Path | None = None
+    sim_shared_gpu: str | None = None
 
     @property
     def model_name(self) -> str:
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--sim-profile",
         default=DEFAULT_PROFILE,
-        help=f"GPU + model profile: {', '.join(PROFILE_NAMES)}",
+        help=f"GPU + model profile: {', '.join(PROFILE_NAMES)}, or a profile .json path",
     )
     sim.add_argument("--sim-seed", type=int, default=0, help="seed of jitter and output tokens")
     sim.add_argument(
@@ -129,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="exit (status 1) after answering N generate requests",
+    )
+    sim.add_argument(
+        "--sim-shared-gpu",
+        default=None,
+        metavar="GROUP",
+        help="share one modelled GPU with the other servers of GROUP on this host (pd_intra)",
     )
     sim.add_argument(
         "--sim-trace",
@@ -204,7 +211,7 @@ def _validate(a: SimArgs) -> None:
             f"--disaggregation-bootstrap-port {a.port} equals --port: a prefill server needs"
             " two ports; pick another bootstrap port"
         )
-    if a.sim_profile not in PROFILE_NAMES:
+    if a.sim_profile not in PROFILE_NAMES and not is_profile_path(a.sim_profile):
         raise ConfigError(
             f"--sim-profile {a.sim_profile!r} is unknown; known: {', '.join(PROFILE_NAMES)}"
         )

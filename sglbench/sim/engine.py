@@ -1,30 +1,36 @@
 """Continuous-batching engine of the simulator: SGLang's scheduler loop with a clock, not a GPU.
 
-One asyncio task runs the scheduler. Each step:
+One asyncio task runs the scheduler. Each step (the rules and their SGLang sources are in
+:mod:`sglbench.sim.batching` and :mod:`sglbench.sim.timing`):
 
-1. Admit requests in arrival order (FCFS) while their KV fits (``prompt + max_new_tokens``
-   reserved, like SGLang's conservative admission), ``--max-running-requests`` allows and, for
-   prompts still to be computed, the ``--chunked-prefill-size`` token budget of the step is not
-   spent. A prompt longer than what is left of the budget is chunked over several steps.
-2. Run a prefill pass over the chosen chunks (if any), then a decode pass producing one token for
-   every running request (if any). Their durations come from :mod:`sglbench.sim.timing`, scaled by
+1. Admit requests in arrival order (FCFS) while SGLang's admission rule lets their KV in
+   (prompt + output for ``ignore_eos`` requests, ``new_token_ratio`` of the output otherwise),
+   ``--max-running-requests`` allows and the prefill token budget (``--chunked-prefill-size``,
+   ``--max-prefill-tokens``) is not spent; a longer prompt is chunked over several steps.
+2. Run a prefill pass over the chosen chunks if there are any (prefill first, as SGLang;
+   ``--enable-mixed-chunk`` adds the decodes to it); otherwise a decode pass producing one token
+   for every running request, after retracting requests if the KV pool cannot hold that token.
+   A pass costs its GPU time (CUDA graph up to ``cuda_graph_max_bs``, eager above) and host
+   time; the scheduler's CPU time per running request overlaps it. Durations are scaled by
    ``time_scale``, with a small seeded jitter.
-3. Sleep until the absolute deadline ``t0 + sum(durations)`` (``loop.time()``), never for a
-   relative duration, so the server's own CPU time does not add up into latency; then deliver the
-   events of the pass to the request streams. First tokens of finished prefills are due at the end
-   of the prefill pass, decode tokens at the end of the decode pass.
+3. Sleep until the absolute deadline of the pass (``loop.time()``), never for a relative
+   duration, so the server's own CPU time does not add up into latency; then deliver the events
+   of the pass. With ``EngineConfig.gpu`` the GPU time is served by a
+   :class:`~sglbench.sim.resources.SharedGpu` that other engines use too (two servers on one
+   GPU), so their passes stretch each other.
 
 Roles (``--disaggregation-mode``):
 
 * ``null`` (aggregated): prefill and decode share the steps, so every prefill delays every running
   decode; this interference is what PD disaggregation removes.
 * ``prefill``: runs the prefill and yields exactly one event (the first token). Only the prompt's
-  KV is reserved and it is freed at once: the KV transfer is modelled by the server.
+  KV is held and it is freed at once; :meth:`Engine.send_kv` models the transfer on the
+  server's :class:`~sglbench.sim.resources.KvLink`.
 * ``decode`` with ``kv_ready=True``: no prefill; the request needs KV for prompt and output, emits
   its first token (computed by the prefill server) at admission and one token per decode step.
 
 The engine is idle (awaits an event) when it has no request. It is deterministic given the seed
-and the order of arrivals.
+and the order of arrivals, on a real loop or on :mod:`sglbench.sim.vclock`'s virtual one.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import random
 from collections import deque
 from dataclasses import replace
 
-from sglbench.sim import timing
+from sglbench.sim import batching, timing
 from sglbench.sim.engine_types import (
     DEFAULT_MEM_FRACTION,
     EngineConfig,
@@ -47,6 +53,7 @@ from sglbench.sim.engine_types import (
     resolve_kv_capacity,
 )
 from sglbench.sim.profiles import Profile
+from sglbench.sim.resources import KvLink, StreamPath
 from sglbench.sim.sequence import END, Seq, Step, ThroughputWindow, TokenStream, sleep_until
 
 __all__ = [
@@ -81,18 +88,25 @@ class Engine:
             _MAX_RUNNING_CAP, max(1, self._max_total // 2)
         )
         chunk = config.chunked_prefill_size or DEFAULT_CHUNKED_PREFILL_SIZE
-        self._chunk = chunk if chunk > 0 else 1 << 62  # SGLang: -1 disables chunking
+        chunk = chunk if chunk > 0 else 1 << 62  # SGLang: -1 disables chunking
+        self._budget = min(chunk, max(1, config.max_prefill_tokens))
+        graph = config.cuda_graph_max_bs or timing.cuda_graph_max_bs(profile, config.tp_size)
+        self._graph_max_bs = 0 if config.disable_cuda_graph else graph
+        self._ratio = batching.NewTokenRatio.for_conservativeness(config.schedule_conservativeness)
         self._rng = random.Random(config.seed)
         self._waiting: deque[Seq] = deque()
         self._prefilling: list[Seq] = []
         self._decoding: list[Seq] = []
-        self._kv_reserved = 0
         self._handover_at = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._link: KvLink | None = None
+        cost = profile.efficiency.stream_us_per_token * config.time_scale
+        self._stream = StreamPath(cost) if cost > 0 else None
         self._prompt_total = 0
         self._gen_total = 0
         self._requests_total = 0
+        self.retracted_total = 0
         self._throughput = ThroughputWindow()
 
     @property
@@ -104,6 +118,11 @@ class Engine:
     def max_running_requests(self) -> int:
         """Most requests admitted at once."""
         return self._max_running
+
+    @property
+    def cuda_graph_max_bs(self) -> int:
+        """Largest decode batch run as a CUDA graph (0: graphs disabled)."""
+        return self._graph_max_bs
 
     @property
     def profile(self) -> Profile:
@@ -128,7 +147,8 @@ class Engine:
         self._waiting.clear()
         self._prefilling.clear()
         self._decoding.clear()
-        self._kv_reserved = 0
+        if self.config.gpu is not None:
+            self.config.gpu.close()
 
     def generate(self, req: GenRequest) -> TokenStream:
         """Queue a request and return the stream of its tokens.
@@ -151,6 +171,21 @@ class Engine:
         self._wake.set()
         return TokenStream(seq, self._abort)
 
+    async def send_kv(self, prompt_len: int, start: float, link: KvLink | None = None) -> float:
+        """Prefill side: move a prompt's KV posted at ``start``; return when it has arrived.
+
+        Transfers share ``link`` (default: this server's own, from the profile's
+        ``link_bandwidth_GBps`` and ``kv_transfer_latency_ms``) as the module docstring of
+        :mod:`sglbench.sim.resources` says.
+        """
+        if link is None:
+            if self._link is None:
+                eff, gpu = self._profile.efficiency, self._profile.gpu
+                self._link = KvLink(gpu.link_bandwidth_GBps, eff.kv_transfer_latency_ms)
+            link = self._link
+        nbytes = timing.kv_bytes(self._profile, prompt_len)
+        return await link.send(nbytes, start, self.config.time_scale)
+
     def stats(self) -> EngineStats:
         """Current counters."""
         return EngineStats(
@@ -160,12 +195,12 @@ class Engine:
             generation_tokens_total=self._gen_total,
             requests_total=self._requests_total,
             last_gen_throughput=self._throughput.value,
-            kv_tokens_used=sum(s.context for s in (*self._prefilling, *self._decoding)),
+            kv_tokens_used=self._allocated(),
             max_total_tokens=self._max_total,
         )
 
     def _validate(self, req: GenRequest) -> int:
-        """Check a request and return the KV tokens it reserves."""
+        """Check a request and return the KV tokens it needs at most."""
         if req.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {req.max_new_tokens}")
         if req.prompt_len < 1:
@@ -176,7 +211,7 @@ class Engine:
                 f"Requested token count exceeds the model's maximum context length of {context}"
                 f" tokens: {req.prompt_len} prompt + {req.max_new_tokens} new tokens"
             )
-        # A prefill server keeps only the prompt's KV; other roles reserve the whole output.
+        # A prefill server keeps only the prompt's KV; other roles need the whole output.
         reserved = req.prompt_len + (1 if self.config.role == "prefill" else req.max_new_tokens)
         if reserved > self._max_total:
             raise ValueError(
@@ -188,6 +223,9 @@ class Engine:
     def _abort(self, seq: Seq) -> None:
         """A stream was closed early: wake the loop so that it frees the KV (aborted is set)."""
         self._wake.set()
+
+    def _allocated(self) -> int:
+        return sum(s.context for s in (*self._prefilling, *self._decoding))
 
     async def _run(self) -> None:
         t = asyncio.get_running_loop().time()
@@ -220,40 +258,46 @@ class Engine:
     def _plan(self, t: float) -> Step:
         """Admit what fits at time ``t``; choose the prefill chunks and the decode batch."""
         step = Step()
-        budget = self._chunk
+        budget = self._budget
+        if self.config.enable_mixed_chunk and self._decoding:
+            budget -= len(self._decoding)
         for seq in self._prefilling:  # the request being chunked goes first, as in SGLang
             if budget <= 0:
                 break
-            n = min(budget, seq.req.prompt_len - seq.prefilled)
+            n = min(budget, seq.fill_len - seq.prefilled)
             step.chunks.append((seq, n))
             budget -= n
+        prefill_role = self.config.role == "prefill"
+        running = [*self._prefilling, *self._decoding]
+        committed = batching.committed_tokens(running, self._ratio.current, prefill_role)
         while self._waiting:
             seq = self._waiting[0]
             if seq.ready_at > t:
                 break
-            needs_prefill = not seq.req.kv_ready
-            running = len(self._prefilling) + len(self._decoding)
-            if running >= self._max_running or self._kv_reserved + seq.reserved > self._max_total:
+            need = batching.admission_need(seq, prefill_role)
+            if len(running) >= self._max_running or committed + need >= self._max_total:
                 break
-            if needs_prefill and budget <= 0:
+            if seq.needs_fill and budget <= 0:
                 break
             self._waiting.popleft()
-            self._kv_reserved += seq.reserved
-            if needs_prefill:
-                n = min(budget, seq.req.prompt_len)
+            running.append(seq)
+            committed += need
+            if seq.needs_fill:
+                n = min(budget, seq.fill_len)
                 budget -= n
                 self._prefilling.append(seq)
                 step.chunks.append((seq, n))
             else:
                 step.admitted.append(seq)
         step.decoding = list(self._decoding)
+        step.mixed = bool(step.chunks) and self.config.enable_mixed_chunk
         return step
 
     async def _execute(self, step: Step, t: float) -> float:
         """Run one step from time ``t``; return the step's end deadline."""
         for seq in step.admitted:  # KV came from the prefill server: first token now
             seq.prefilled = seq.req.prompt_len
-            self._prompt_total += seq.req.prompt_len
+            self._count_prompt(seq)
             if seq.req.max_new_tokens > 0:
                 self._emit(seq, t)
             if not self._finished(seq):
@@ -261,40 +305,89 @@ class Engine:
                 step.decoding.append(seq)
         if step.chunks:
             # SGLang runs a prefill batch whenever one can be formed, and decodes otherwise.
-            t += self._scaled(self._prefill_seconds(step.chunks))
-            await sleep_until(t)
+            decodes = step.decoding if step.mixed else []
+            cost = batching.prefill_cost(self._profile, self.config.tp_size, step.chunks, decodes)
+            t = await self._run_pass(cost, t)
             for seq, n in step.chunks:
                 self._prefill_done(seq, n, t)
+            self._emit_decodes(decodes, t)
             return t
         if step.decoding:
-            seconds = self._decode_seconds(step.decoding)
+            self._retract_if_full(step)
             eff = self._profile.efficiency
+            cost = batching.decode_cost(
+                self._profile, self.config.tp_size, step.decoding, self._graph_max_bs
+            )
             if self.config.role == "decode":
                 # A PD decode server also polls its KV receivers and pre-allocation queue.
-                seconds += eff.pd_decode_step_overhead_ms / 1e3
+                cost = replace(cost, cpu=cost.cpu + eff.pd_decode_step_overhead_ms / 1e3)
             if step.admitted:
-                seconds += eff.kv_admit_overhead_ms / 1e3
-            t += self._scaled(seconds)
-            await sleep_until(t)
-            for seq in step.decoding:
-                self._emit(seq, t)
-                self._finished(seq)
-            self._throughput.record(t, len(step.decoding))
+                cost = replace(cost, host=cost.host + eff.kv_admit_overhead_ms / 1e3)
+            t = await self._run_pass(cost, t)
+            self._emit_decodes(step.decoding, t)
+            self._ratio.decay_step()
         return t
 
+    async def _run_pass(self, cost: timing.PassCost, t: float) -> float:
+        """Sleep through one pass started at ``t`` (on the shared GPU if any); its end."""
+        jitter = self._profile.efficiency.jitter
+        factor = 1.0 + jitter * (2.0 * self._rng.random() - 1.0) if jitter > 0 else 1.0
+        scale = factor * self.config.time_scale
+        cpu = cost.cpu if not self.config.disable_overlap_schedule else 0.0
+        serial = 0.0 if not self.config.disable_overlap_schedule else cost.cpu
+        if self.config.gpu is None:
+            end = t + (max(cost.host + cost.gpu, cpu) + serial) * scale
+        else:
+            gpu_start = t + (cost.host + serial) * scale
+            if gpu_start > t:
+                await sleep_until(gpu_start)  # the GPU sees the work only once it is launched
+            gpu_end = await self.config.gpu.run(cost.gpu * scale, gpu_start)
+            end = max(gpu_end, t + cpu * scale)
+        await sleep_until(end)
+        return end
+
+    def _retract_if_full(self, step: Step) -> None:
+        """Retract decodes whose next token does not fit in the KV pool (SGLang's rule)."""
+        victims = batching.retraction_victims(step.decoding, self._allocated(), self._max_total)
+        if not victims:
+            return
+        for seq in victims:
+            step.decoding.remove(seq)
+            self._decoding.remove(seq)
+            seq.fill_len = seq.req.prompt_len + seq.generated
+            seq.gen_at_fill = seq.generated
+            seq.prefilled = 0
+            seq.retractions += 1
+        # Retracted requests go back to the head of the queue (they arrived first).
+        self._waiting.extendleft(reversed(victims))
+        self.retracted_total += len(victims)
+        self._ratio.after_retract(step.decoding)
+
+    def _emit_decodes(self, decoding: list[Seq], t: float) -> None:
+        for seq in decoding:  # retracted ones were taken out of the step's batch already
+            self._emit(seq, t)
+            self._finished(seq)
+        if decoding:
+            self._throughput.record(t, len(decoding))
+
+    def _count_prompt(self, seq: Seq) -> None:
+        if not seq.counted_prompt:
+            seq.counted_prompt = True
+            self._prompt_total += seq.req.prompt_len
+
     def _prefill_done(self, seq: Seq, n: int, t: float) -> None:
-        """Account a computed chunk; a completed prompt yields its first token at ``t``."""
+        """Account a computed chunk; a completed fill yields its next token at ``t``."""
         seq.prefilled += n
-        if seq.prefilled < seq.req.prompt_len:
+        if seq.prefilled < seq.fill_len:
             return
         self._prefilling.remove(seq)
-        self._prompt_total += seq.req.prompt_len
+        self._count_prompt(seq)
         if self.config.role == "prefill":
             seq.queue.put_nowait(TokenEvent(index=0, deadline=t, finished=True))
             self._gen_total += 1
             self._finish(seq, count=True)
             return
-        if seq.req.max_new_tokens == 0:
+        if seq.generated >= seq.req.max_new_tokens:
             self._finish(seq, count=True)
             return
         self._emit(seq, t)
@@ -303,6 +396,10 @@ class Engine:
 
     def _emit(self, seq: Seq, t: float) -> None:
         last = seq.generated + 1 >= seq.req.max_new_tokens
+        if self._stream is not None:  # the output path and the router come after the GPU
+            t = self._stream.deliver(t)
+        if self.config.router is not None:
+            t = self.config.router.deliver(t)
         seq.queue.put_nowait(TokenEvent(index=seq.generated, deadline=t, finished=last))
         seq.generated += 1
         self._gen_total += 1
@@ -319,25 +416,7 @@ class Engine:
             self._decoding.remove(seq)
         if seq in self._prefilling:
             self._prefilling.remove(seq)
-        self._kv_reserved -= seq.reserved
         seq.reserved = 0
         seq.queue.put_nowait(END)
         if count:
             self._requests_total += 1
-
-    def _prefill_seconds(self, chunks: list[tuple[Seq, int]]) -> float:
-        tokens = sum(n for _, n in chunks)
-        prefix = sum(seq.prefilled for seq, _ in chunks)
-        pairs = sum(n * (seq.prefilled + n / 2.0) for seq, n in chunks)
-        return timing.prefill_time(
-            self._profile, self.config.tp_size, tokens, len(chunks), prefix, pairs
-        )
-
-    def _decode_seconds(self, decoding: list[Seq]) -> float:
-        kv_read = sum(seq.context for seq in decoding)
-        return timing.decode_time(self._profile, self.config.tp_size, len(decoding), kv_read)
-
-    def _scaled(self, seconds: float) -> float:
-        jitter = self._profile.efficiency.jitter
-        factor = 1.0 + jitter * (2.0 * self._rng.random() - 1.0) if jitter > 0 else 1.0
-        return seconds * factor * self.config.time_scale

@@ -8,6 +8,7 @@ from typing import Literal
 from sglbench.errors import ConfigError
 from sglbench.sim import timing
 from sglbench.sim.profiles import Profile
+from sglbench.sim.resources import SharedGpu, StreamPath
 
 Role = Literal["null", "prefill", "decode"]
 
@@ -28,6 +29,14 @@ class EngineConfig:
     seed: int = 0
     time_scale: float = 1.0
     step_overhead_ms: float | None = None
+    max_prefill_tokens: int = 16384
+    schedule_conservativeness: float = 1.0
+    enable_mixed_chunk: bool = False
+    cuda_graph_max_bs: int | None = None
+    disable_cuda_graph: bool = False
+    disable_overlap_schedule: bool = False
+    gpu: SharedGpu | None = None  # another engine's GPU to share (two servers on one GPU)
+    router: StreamPath | None = None  # the router its streams pass (shared by its servers)
 
 
 @dataclass
@@ -38,11 +47,15 @@ class GenRequest:
     prompt_len: int
     max_new_tokens: int
     kv_ready: bool = False
+    ignore_eos: bool = True  # the bench client's default: admission reserves the whole output
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TokenEvent:
-    """One output token: its index and the loop time at which the model says it exists."""
+    """One output token: its index and the loop time at which the model says it exists.
+
+    Slotted and not frozen: the engine makes one per streamed token, so it must be cheap.
+    """
 
     index: int
     deadline: float

@@ -3,8 +3,10 @@
 A profile is data (``profiles/<name>.json``), not code, so a new GPU or model is a new file. The
 physical numbers (HBM bandwidth, bf16 FLOP/s, memory, model shape) come from data sheets and the
 model's ``config.json``; the efficiency factors and fixed overheads are fitted on real runs (see
-``benchmarks/sim_calibration.py``). Units: GB/s and TFLOP/s as vendors quote them (10^9, 10^12),
-``memory_GB`` and ``reserved_memory_GB`` in GiB as SGLang reports memory, times in ms.
+``python -m sglbench.sim.calibrate``, ``benchmarks/sim_calibration.py``). A profile is named by a
+shipped name or by the path of a JSON file (what ``calibrate`` writes). Units: GB/s and
+TFLOP/s as vendors quote them (10^9, 10^12), ``memory_GB`` and ``reserved_memory_GB`` in GiB as
+SGLang reports memory, times in ms.
 
 Example:
     >>> profile = load_profile("gh200-qwen2.5-3b")
@@ -15,8 +17,9 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sglbench.errors import ConfigError
@@ -86,6 +89,20 @@ class Efficiency:
         tp_allreduce_us: Latency of one all-reduce with tensor parallelism (two per layer).
         reserved_memory_GB: Memory kept for CUDA graphs and activations, GiB.
         jitter: Relative random variation of every step time (seeded), 0 for none.
+        eager_overhead_ms: Kernel-launch time of a decode forward run eagerly (a batch above
+            ``cuda_graph_max_bs``). Not seen in the reference runs (batches <= 128): a prior from
+            36 layers x ~20 kernels x a few us per launch.
+        sched_overhead_ms: Scheduler CPU time per iteration (overlapped with the GPU pass).
+        sched_per_req_us: Scheduler CPU time per running request per iteration (overlapped):
+            what caps a small model's decode at hundreds of running requests. A prior (about
+            what SGLang's Python scheduler spends per request and step); the reference runs never
+            make it the longer of CPU and GPU, so they cannot fit it.
+        stream_us_per_token: CPU per streamed token of the server's output path (detokenizer,
+            tokenizer manager, HTTP), a single-process FIFO after the GPU; 0: not modelled
+            (the reference runs never come near its capacity).
+        router_us_per_token: CPU per token a PD router spends forwarding a stream (a
+            single-process FIFO shared by all streams): fitted on the reference PD runs, which
+            went through the Python mini-lb; near 0 for the Rust routers.
     """
 
     bandwidth_eff: float
@@ -102,6 +119,11 @@ class Efficiency:
     tp_allreduce_us: float
     reserved_memory_GB: float
     jitter: float
+    eager_overhead_ms: float = 3.0
+    sched_overhead_ms: float = 0.5
+    sched_per_req_us: float = 15.0
+    stream_us_per_token: float = 0.0
+    router_us_per_token: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -113,16 +135,20 @@ class Profile:
     gpu: GpuSpec
     model: ModelSpec
     efficiency: Efficiency
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able view, e.g. for ``/server_info``."""
-        return {
+        """Plain JSON-able view, e.g. for ``/server_info`` (and what a profile file holds)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "gpu": vars(self.gpu).copy(),
             "model": vars(self.model).copy(),
             "efficiency": vars(self.efficiency).copy(),
         }
+        if self.provenance:
+            out["provenance"] = self.provenance
+        return out
 
 
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float)}
@@ -134,11 +160,14 @@ def _section(cls: type[_T], raw: Any, where: str) -> _T:
     if not isinstance(raw, dict):
         raise ConfigError(f"sim profile {where}: expected an object")
     names = {f.name for f in fields(cls)}
-    missing = sorted(names - raw.keys())
+    required = {f.name for f in fields(cls) if f.default is MISSING}
+    missing = sorted(required - raw.keys())
     unknown = sorted(raw.keys() - names)
     if missing or unknown:
         raise ConfigError(f"sim profile {where}: missing keys {missing}, unknown keys {unknown}")
     for f in fields(cls):
+        if f.name not in raw:
+            continue
         value = raw[f.name]
         expected = _FIELD_TYPES[str(f.type)]
         if not isinstance(value, expected) or isinstance(value, bool):
@@ -155,26 +184,52 @@ def profile_from_dict(raw: dict[str, Any]) -> Profile:
     name = raw.get("name")
     if not isinstance(name, str):
         raise ConfigError("sim profile: 'name' must be a string")
+    provenance = raw.get("provenance", {})
+    if not isinstance(provenance, dict):
+        raise ConfigError(f"sim profile {name}.provenance: expected an object")
     return Profile(
         name=name,
         description=str(raw.get("description", "")),
         gpu=_section(GpuSpec, raw.get("gpu"), f"{name}.gpu"),
         model=_section(ModelSpec, raw.get("model"), f"{name}.model"),
         efficiency=_section(Efficiency, raw.get("efficiency"), f"{name}.efficiency"),
+        provenance=provenance,
     )
 
 
-def load_profile(name: str) -> Profile:
-    """Load a shipped profile by name.
+def is_profile_path(ref: str) -> bool:
+    """True when ``ref`` names a file (a path or a ``.json`` name) rather than a shipped profile."""
+    return ref.endswith(".json") or "/" in ref or "\\" in ref
+
+
+def load_profile(ref: str) -> Profile:
+    """Load a profile by shipped name or from a JSON file.
 
     Args:
-        name: One of ``PROFILE_NAMES``.
+        ref: One of ``PROFILE_NAMES``, or the path of a profile file (e.g. one that
+            ``python -m sglbench.sim.calibrate`` wrote).
 
     Raises:
-        ConfigError: the name is unknown (the message lists the known ones).
+        ConfigError: the name is unknown (the message lists the known ones), or the file is
+            missing, not JSON, or not a valid profile.
     """
-    if name not in PROFILE_NAMES:
+    if is_profile_path(ref):
+        path = Path(ref).expanduser()
+        try:
+            raw = json.loads(path.read_text("utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"--sim-profile {ref}: cannot read it ({exc.strerror})") from exc
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"--sim-profile {ref}: not JSON ({exc.msg}, line {exc.lineno})"
+            ) from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"--sim-profile {ref}: expected a JSON object")
+        return profile_from_dict(raw)
+    if ref not in PROFILE_NAMES:
         known = ", ".join(PROFILE_NAMES)
-        raise ConfigError(f"--sim-profile {name!r} is unknown; known: {known}")
-    text = resources.files("sglbench.sim").joinpath("profiles", f"{name}.json").read_text("utf-8")
+        raise ConfigError(
+            f"--sim-profile {ref!r} is unknown; known: {known} (or the path of a profile .json)"
+        )
+    text = resources.files("sglbench.sim").joinpath("profiles", f"{ref}.json").read_text("utf-8")
     return profile_from_dict(json.loads(text))

@@ -18,22 +18,81 @@ END = object()  # queued after a sequence's last event (or when it was dropped)
 _THROUGHPUT_WINDOW_STEPS = 40  # SGLang logs gen throughput every 40 decode steps
 
 
+class Mailbox:
+    """The events of one request, from the engine to its reader (a minimal asyncio queue).
+
+    ``asyncio.Queue`` costs several times more per item; the engine puts one item per token.
+    """
+
+    __slots__ = ("_end_only", "_items", "_waiter")
+
+    def __init__(self) -> None:
+        """Empty, nobody waiting."""
+        self._items: deque[object] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._end_only = False
+
+    def put_nowait(self, item: object) -> None:
+        """Append ``item`` and wake the reader (only for the end if it waits for the end)."""
+        self._items.append(item)
+        waiter = self._waiter
+        if self._end_only and isinstance(item, TokenEvent):
+            return
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def get(self) -> object:
+        """The next item, waiting for one if there is none."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self._items.popleft()
+
+    async def get_all(self) -> list[object]:
+        """Every item up to and including the end marker (or an error), woken only once."""
+        self._end_only = True
+        while not self._items or isinstance(self._items[-1], TokenEvent):
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    def qsize(self) -> int:
+        """Items not read yet."""
+        return len(self._items)
+
+
 @dataclass(eq=False)
 class Seq:
     """One request inside the engine: what it reserved and how far it got."""
 
     req: GenRequest
-    reserved: int
+    reserved: int  # KV tokens it needs at most: prompt + its output budget
     ready_at: float
-    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    queue: Mailbox = field(default_factory=Mailbox)
     prefilled: int = 0
     generated: int = 0
     aborted: bool = False
+    fill_len: int = 0  # tokens to (re)compute: the prompt, or prompt + output after retraction
+    gen_at_fill: int = 0  # tokens generated before the last (re)fill
+    retractions: int = 0
+    counted_prompt: bool = False
+
+    def __post_init__(self) -> None:
+        self.fill_len = self.req.prompt_len
 
     @property
     def context(self) -> int:
-        """Tokens in its KV cache now (prompt computed so far + generated)."""
-        return self.prefilled + self.generated
+        """Tokens in its KV cache now (computed so far + generated since)."""
+        return self.prefilled + self.generated - self.gen_at_fill
+
+    @property
+    def needs_fill(self) -> bool:
+        """True while its KV must be computed here (a prompt, or a retracted request)."""
+        return not self.req.kv_ready or self.retractions > 0
 
 
 @dataclass
@@ -43,6 +102,7 @@ class Step:
     admitted: list[Seq] = field(default_factory=list)
     chunks: list[tuple[Seq, int]] = field(default_factory=list)
     decoding: list[Seq] = field(default_factory=list)
+    mixed: bool = False  # --enable-mixed-chunk: the decodes ride in the prefill pass
 
 
 class TokenStream(AsyncIterator[TokenEvent]):
@@ -72,6 +132,21 @@ class TokenStream(AsyncIterator[TokenEvent]):
         if isinstance(item, BaseException):
             raise item
         raise StopAsyncIteration
+
+    async def collect(self) -> list[TokenEvent]:
+        """Every event of the request, returned once it ended (one wake-up, not one per token).
+
+        Raises:
+            EngineStopped: the engine stopped first.
+        """
+        if self._done:
+            return []
+        items = await self._seq.queue.get_all()
+        self._done = True
+        for item in items:
+            if isinstance(item, BaseException):
+                raise item
+        return [item for item in items if isinstance(item, TokenEvent)]
 
     async def aclose(self) -> None:
         """Abort the request (client went away): its KV is freed at the next step."""

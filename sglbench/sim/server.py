@@ -43,6 +43,7 @@ from sglbench.sim.protocol import (
     merged,
     prompt_lengths,
 )
+from sglbench.sim.resources import PeerGpu
 from sglbench.sim.service import BadRequest, Job, NotReady, ServerFailure, SimService
 from sglbench.sim.tokenizer import load_tokenizer
 
@@ -267,6 +268,7 @@ def build_service(args: SimArgs) -> SimService:
         seed=args.sim_seed,
         time_scale=args.sim_time_scale,
         step_overhead_ms=args.sim_step_overhead_ms,
+        gpu=PeerGpu(args.sim_shared_gpu) if args.sim_shared_gpu else None,
     )
     engine = Engine(config)
     tokenizer = load_tokenizer(args.model_path, args.tokenizer_path, args.sim_tokenizer_cache)

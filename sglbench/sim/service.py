@@ -24,7 +24,6 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import IO
 
-from sglbench.sim import timing
 from sglbench.sim.bootstrap import BootstrapClient, KvTransferError, RoomRegistry, RoomState
 from sglbench.sim.cli import SimArgs
 from sglbench.sim.engine import Engine, GenRequest, TokenEvent
@@ -208,9 +207,10 @@ class SimService:
         """Prefill side: the KV leaves after the prefill; the room is ready when it arrived."""
         if self._fake_transfer or job.bootstrap is None:
             return
-        seconds = timing.kv_transfer_time(self.engine.profile, job.prompt_len)
+        # The engine's KV link: concurrent transfers share its bandwidth (sim/resources.py).
+        arrived = await self.engine.send_kv(job.prompt_len, event.deadline)
         loop = asyncio.get_running_loop()
-        delay = event.deadline + seconds * self.args.sim_time_scale - loop.time()
+        delay = arrived - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
         self._mark_room(job, "done")

@@ -183,6 +183,30 @@ def submit(
                     modes=modes, topologies=topologies, gpus=gpus, dry_run=dry_run)
 
 
+@sgl_task(
+    path="a measured run directory or result file to fit (repeatable)",
+    out="where the fitted profile goes (default: RESULTS_DIR/profiles/fitted.json)",
+)
+def calibrate(
+    c: Context, path: Sets = None, out: str = "", set_: Sets = None, dry_run: bool = False,
+) -> None:  # fmt: skip
+    """Fit the simulator's profile to your runs; each point measured vs fitted, leave-one-out."""
+    from sglbench.commands.whatif import calibrate_task
+
+    calibrate_task(load(set_).settings, path, out, dry_run=dry_run)
+
+
+@sgl_task(gpus="the GPU budget N to rank agg xN and every PD split of (default: COMPARE_GPUS)")
+def predict(c: Context, gpus: int = 0, set_: Sets = None, dry_run: bool = False) -> None:
+    """Rank the topologies of a GPU budget on the simulator (seconds, nothing launched)."""
+    from sglbench.commands.whatif import predict_task
+
+    run_dir = predict_task(load(set_).settings, gpus, dry_run=dry_run)
+    if run_dir is not None:
+        cli.report_task(load(set_).settings, [str(run_dir)], str(run_dir / "report"), False,
+                        dry_run=False)  # fmt: skip
+
+
 @sgl_task()
 def demo(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
     """`invoke compare` on the simulator with examples/demo.env (no GPU), then the report."""
@@ -190,6 +214,7 @@ def demo(c: Context, set_: Sets = None, dry_run: bool = False) -> None:
 
 
 ns = Collection(setup, config, agg, prefill, decode, pd_router, bench, plot, report, status,
+                calibrate, predict,
                 logs, down, compare, submit, demo)  # fmt: skip
 # Tasks print as they go; output is not captured.
 ns.configure({"run": {"echo": True}})

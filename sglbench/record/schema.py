@@ -204,6 +204,7 @@ class RunRecord(_Record):
     started: str | None = None
     ended: str | None = None
     simulated: bool = False
+    predicted: bool = False  # invoke predict: the simulator on a virtual clock, nothing served
     modes: list[ModeRecord] = Field(default_factory=list)
     workload: Workload | None = None
     # What serves and measures the workload, keyed by settings key (BENCH_BACKEND, MODEL_PATH..).

@@ -48,8 +48,9 @@ def measured_points(df: pd.DataFrame) -> pd.DataFrame:
     is their standard deviation, 0 for one measurement). Capacity-search points are left out
     (``capacity_points`` has them). Adds ``series``, ``panel`` (a label of the workload without
     concurrency), ``concurrency`` (the concurrency cap, or the prompt count when there was none),
-    the per-role accounting (``output_per_gpu`` = output tok/s per decode GPU, agg: per GPU;
-    ``input_per_prefill_gpu``; ``total_per_gpu``), ``goodput_per_gpu`` (the client's good
+    ``output_per_gpu`` (output tok/s per GPU of the whole topology: what an equal budget
+    compares), the per-role accounting (``output_per_decode_gpu``, ``input_per_prefill_gpu``;
+    agg counts every GPU for both; ``total_per_gpu``), ``goodput_per_gpu`` (the client's good
     requests/s per GPU) and ``tokens_per_user`` (1000 / mean TPOT, or mean ITL without TPOT).
     """
     frame = df[~df["capacity_search"].astype(bool)].copy()
@@ -70,6 +71,7 @@ def measured_points(df: pd.DataFrame) -> pd.DataFrame:
         points[f"{metric}_std"] = grouped[metric].std(ddof=1).fillna(0.0)
     points["repeats"] = grouped.size()
     points["simulated"] = grouped["simulated"].any()
+    points["predicted"] = grouped["predicted"].any()
     points["tags"] = grouped["tag"].agg(lambda s: ", ".join(sorted(set(map(str, s)))))
     points = points.reset_index()
     points["concurrency"] = points["max_concurrency"].fillna(points["num_prompts"])
@@ -83,7 +85,8 @@ def measured_points(df: pd.DataFrame) -> pd.DataFrame:
 
 def add_accounting(points: pd.DataFrame) -> None:
     """Per-role accounting columns (see ``measured_points``), in place."""
-    points["output_per_gpu"] = points["output_throughput"] / points["decode_gpus"]
+    points["output_per_gpu"] = points["output_throughput"] / points["gpus"]  # the budget view
+    points["output_per_decode_gpu"] = points["output_throughput"] / points["decode_gpus"]
     points["input_per_prefill_gpu"] = points["input_throughput"] / points["prefill_gpus"]
     points["total_per_gpu"] = points["total_throughput"] / points["gpus"]
     points["goodput_per_gpu"] = points["request_goodput"] / points["gpus"]

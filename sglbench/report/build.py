@@ -29,6 +29,7 @@ from sglbench.report.capacity import (
     verdict_section,
 )
 from sglbench.report.plots import plot_sweeps
+from sglbench.report.predicted import PREDICTED_TEXT, predicted_section
 from sglbench.report.render import Banner, Document, Section, TableData, to_html, to_markdown
 from sglbench.report.server_sections import server_sections
 from sglbench.report.verdict import verdicts
@@ -114,6 +115,8 @@ def build_report(
         doc.banners.append(Banner("simulated-banner", SIMULATED_TEXT))
     if forced:
         doc.banners.append(Banner("mismatch-banner", MISMATCH_TEXT))
+    if bool(points["predicted"].any()):
+        doc.banners.append(Banner("predicted-banner", PREDICTED_TEXT))
     unequal = unequal_budget_detail(points)
     if unequal:
         doc.banners.append(Banner("budget-banner", UNEQUAL_TEXT.format(detail=unequal)))
@@ -128,6 +131,7 @@ def build_report(
         _points_section(points),
         _ratio_section(points),
         capacity_section(capacity_points(df), capacity, slo_text),
+        *([beside] if (beside := predicted_section(points)) else []),
         *_figure_sections(points, images, slo_ttft_ms, slo_itl_ms, attainment),
     ]
     server, server_images = server_sections(df, out_dir)  # issue 11: where the time goes
@@ -237,7 +241,8 @@ def _findings_section(findings: list[Finding], mismatches: list[str], forced: bo
 
 def _points_section(points: pd.DataFrame) -> Section:
     columns = {
-        "total_throughput": "total tok/s", "output_per_gpu": "out tok/s/decode GPU",
+        "total_throughput": "total tok/s", "output_per_gpu": "out tok/s/GPU",
+        "output_per_decode_gpu": "out tok/s/decode GPU",
         "input_per_prefill_gpu": "in tok/s/prefill GPU", "total_per_gpu": "total tok/s/GPU",
         "median_ttft_ms": "TTFT p50 ms", "p99_ttft_ms": "TTFT p99 ms",
         "median_itl_ms": "ITL p50 ms", "p99_itl_ms": "ITL p99 ms",

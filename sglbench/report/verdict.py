@@ -159,7 +159,7 @@ def _matched_itl_scores(group: pd.DataFrame) -> list[Score]:
     scores = []
     for series, curve in curves.items():
         value = float(np.interp(matched, curve["p99_itl_ms"], curve["output_per_gpu"]))
-        spread = float(curve["output_throughput_std"].max() / curve["decode_gpus"].iloc[0])
+        spread = float(curve["output_throughput_std"].max() / curve["gpus"].iloc[0])
         scores.append(Score(series, value, spread, f"at p99 ITL {matched:.3g} ms"))
     return scores
 

@@ -58,7 +58,7 @@ COLUMNS = (
     "request_throughput", "input_throughput", "output_throughput", "total_throughput",
     *LATENCY_COLUMNS, "measured_concurrency", "request_goodput", "slo_attainment",
     "server_version", "simulated", "gpus", "prefill_gpus", "decode_gpus", "gpus_source",
-    "client_limited", "goodput_slos", "capacity_search",
+    "client_limited", "goodput_slos", "capacity_search", "predicted",
     *SERVER_COLUMNS,
 )  # fmt: skip
 
@@ -166,6 +166,7 @@ def normalise_row(record: Mapping[str, Any], ctx: _FileContext, lineno: int) -> 
         "client_limited": point.client_limited if point else None,
         "goodput_slos": _slos(record.get("goodput_slos_ms")),
         "capacity_search": bool(point and point.capacity_search),
+        "predicted": bool(record.get("predicted")) or bool(run and run.predicted),
     }  # fmt: skip
     for key in ("total_input_tokens", "total_output_tokens"):
         row[key] = int(record.get(key) or 0)

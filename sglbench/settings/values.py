@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 from sglbench.sim.profiles import PROFILE_NAMES
@@ -71,10 +72,16 @@ def check_shell_args(value: str) -> str:
 
 
 def check_sim_profile(value: str) -> str:
-    """One of the simulator's shipped profiles."""
-    if value not in PROFILE_NAMES:
-        raise ValueError(f"unknown simulator profile; known: {', '.join(PROFILE_NAMES)}")
-    return value
+    """One of the simulator's shipped profiles, or a profile file (``invoke calibrate`` writes
+    them)."""
+    if value in PROFILE_NAMES:
+        return value
+    if value.endswith(".json"):
+        if not Path(value).expanduser().is_file():
+            raise ValueError("no such profile file; give a file `invoke calibrate` wrote")
+        return value
+    raise ValueError(f"unknown simulator profile; known: {', '.join(PROFILE_NAMES)}, or a "
+                     ".json file")
 
 
 def check_token(value: str) -> str:

@@ -22,7 +22,7 @@ from sglbench.errors import ConfigError
 from sglbench.sim.workload import Workload, draw, matching_draw
 
 METRICS = ("output_throughput", "mean_itl_ms", "mean_ttft_ms")
-_TOPOLOGY = re.compile(r"^(?:pd_)?(agg(?:x\d+)?|intra|inter|\d+p\d+d)(?:_|$)")
+_TOPOLOGY = re.compile(r"^(?:pd_)?(agg(?:_?x\d+)?|intra|inter|\d+p\d+d)(?:_|$)")
 _SEEDS = (1, 42, 0)
 
 
@@ -56,9 +56,22 @@ def topology_name(text: str) -> str | None:
     """The topology named at the start of a file name or tag, if any."""
     m = _TOPOLOGY.match(text)
     if not m:
-        return None
-    name = m.group(1)
+        # The harness names 1P1D plainly "pd" (its file pd.jsonl, its tags pd_in512_...).
+        return "1p1d" if text == "pd" or text.startswith("pd_in") else None
+    name = m.group(1).replace("_x", "x")  # agg_x2: the harness's name of aggx2
     return {"intra": "pd_intra", "inter": "1p1d"}.get(name, name)
+
+
+def _run_mode(meta: dict[str, Any], stem: str) -> str | None:
+    """The topology of ``stem`` in a harness run's metadata.json (its ``modes`` list)."""
+    for mode in meta.get("modes") or []:
+        if not isinstance(mode, dict) or mode.get("name") != stem:
+            continue
+        if mode.get("kind") == "agg":
+            count = int(mode.get("agg") or 1)
+            return "agg" if count == 1 else f"aggx{count}"
+        return f"{int(mode.get('prefill') or 1)}p{int(mode.get('decode') or 1)}d"
+    return None
 
 
 def _metadata(path: Path) -> dict[str, Any]:
@@ -131,7 +144,8 @@ def load_points(paths: list[Path]) -> list[Point]:
                 except json.JSONDecodeError as exc:
                     raise ConfigError(f"{where}: not JSON ({exc.msg})") from exc
                 tag = str(row.get("tag") or file.stem)
-                topo = meta.get("topology") or topology_name(file.stem) or topology_name(tag)
+                topo = (meta.get("topology") or _run_mode(meta, file.stem)
+                        or topology_name(file.stem) or topology_name(tag))
                 if not isinstance(topo, str):
                     raise ConfigError(
                         f"{where}: cannot tell the topology; name the file agg_*, pd_intra_*,"

@@ -9,7 +9,7 @@ its ``rid``, so the client's timestamps are matched with the trace's intended de
 * ITL: client-measured gap between consecutive events vs the gap between their deadlines;
   the error per gap (median, p90, p99) is the simulator's overhead as a client sees it. An event
   normally carries one token; when the server falls behind it merges the tokens already due into
-  one event (see ``sglbench.sim.protocol.held_back``): "merged" counts those tokens.
+  one event (see ``sglbench.sim.stream.held_back``): "merged" counts those tokens.
 * CPU per streamed token of the server process and of this client, from ``/proc``.
 * TTFT: client-measured (send -> first event) vs intended (server arrival -> first deadline).
 * lag: when the client received a token minus its deadline (server + network + client).

@@ -17,7 +17,7 @@ import shlex
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sglbench.errors import ConfigError
-from sglbench.sim.profiles import PROFILE_NAMES
+from sglbench.sim.config import PROFILE_NAMES
 
 if TYPE_CHECKING:
     from sglbench.settings import Settings
@@ -163,7 +163,7 @@ def check_cross_fields(settings: Settings) -> None:
 
 def _check_sim_args(s: Settings) -> None:
     """SIM_ARGS through the simulator's own parser, so a bad flag fails before anything starts."""
-    from sglbench.sim.cli import parse_args  # the simulator's parser, only when simulating
+    from sglbench.sim.config import parse_args  # the simulator's parser, only when simulating
 
     try:
         parse_args(["--sim-profile", s.sim_profile, *shlex.split(s.sim_args)])

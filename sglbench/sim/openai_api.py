@@ -10,8 +10,6 @@ Errors use SGLang's OpenAI error body: ``{"object": "error", "message", "type", 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
 import uuid
@@ -22,22 +20,17 @@ from aiohttp import web
 from sglbench.sim.engine import EngineStopped
 from sglbench.sim.protocol import (
     DEFAULT_MAX_NEW_TOKENS,
-    SSE_HEADERS,
-    TextState,
-    UserError,
-    as_object,
     check_sampling,
-    collect,
-    held_back,
     int_field,
     make_jobs,
-    merged,
+    parse_body,
     prompt_lengths,
 )
-from sglbench.sim.service import BadRequest, Job, NotReady, ServerFailure, SimService
+from sglbench.sim.service import BadRequest, Job, RequestError, ServerFailure, SimService, Token
+from sglbench.sim.stream import TextState, collect, stream_sse
 
 
-def openai_error(exc: BadRequest | NotReady | ServerFailure) -> web.Response:
+def openai_error(exc: RequestError) -> web.Response:
     """SGLang's OpenAI-style error response."""
     kind = {400: "BadRequestError", 503: "ServiceUnavailableError"}.get(
         exc.status, "InternalServerError"
@@ -121,18 +114,14 @@ def _parse(service: SimService, body: dict[str, Any], chat: bool) -> tuple[list[
 
 async def _handle(request: web.Request, service: SimService, chat: bool) -> web.StreamResponse:
     try:
-        raw = await request.read()
-        try:
-            body = as_object(json.loads(raw))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+        body = parse_body(await request.read())
         jobs, stream = _parse(service, body, chat)
     except BadRequest as exc:
         return openai_error(exc)
     shape = _Shape(service, body, chat, jobs)
     try:
         if stream:
-            return await _stream(request, service, jobs, shape)
+            return await stream_sse(request, service, jobs, OpenAIFormat(shape))
         return await _collect(service, jobs, shape)
     finally:
         for job in jobs:
@@ -222,56 +211,53 @@ class _Shape:
         }
 
 
-async def _stream(
-    request: web.Request, service: SimService, jobs: list[Job], shape: _Shape
-) -> web.StreamResponse:
-    loop = asyncio.get_running_loop()
-    resp = web.StreamResponse(headers=SSE_HEADERS)
-    states = [TextState() for _ in jobs]
-    pending = [""] * len(jobs)
-    interval = service.args.stream_interval
-    try:
-        async with contextlib.aclosing(merged(service, jobs)) as tokens:
-            async for i, token in tokens:
-                states[i].add(token)
-                pending[i] += token.text
-                if held_back(token, interval):  # stream interval, or merged when behind
-                    jobs[i].coalesced += token.more_due
-                    continue
-                first = not jobs[i].sent
-                chunk = shape.chunk(i, pending[i], first, token.finished)
-                pending[i] = ""
-                if not resp.prepared:
-                    await resp.prepare(request)
-                await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-                jobs[i].sent.append(loop.time())
-                jobs[i].deadlines.append(token.deadline)
-    except (*UserError, EngineStopped) as exc:
-        failure = exc if isinstance(exc, UserError) else ServerFailure(str(exc))
-        if not resp.prepared:
-            return openai_error(failure)
-        error = {"error": {"object": "error", "message": str(exc), "code": failure.status}}
-        await resp.write(b"data: " + json.dumps(error).encode() + b"\n\n")
-    except ConnectionResetError:
-        return resp
-    if not resp.prepared:
-        await resp.prepare(request)
-    if shape.include_usage:
+class OpenAIFormat:
+    """The OpenAI stream: one chunk of new text per event (a :class:`~.stream.StreamFormat`)."""
+
+    def __init__(self, shape: _Shape) -> None:
+        """Chunks shaped by ``shape``; text held back waits in ``pending`` for the next event."""
+        self._shape = shape
+        self._states = [TextState() for _ in shape.jobs]
+        self._pending = [""] * len(shape.jobs)
+
+    def add(self, index: int, token: Token) -> None:
+        """Record a token."""
+        self._states[index].add(token)
+        self._pending[index] += token.text
+
+    def event(self, index: int, token: Token, now: float) -> bytes:
+        """The text since the job's last event (with the role on its first one)."""
+        first = not self._shape.jobs[index].sent
+        chunk = self._shape.chunk(index, self._pending[index], first, token.finished)
+        self._pending[index] = ""
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    def error_event(self, failure: RequestError) -> bytes:
+        """SGLang's OpenAI in-stream error."""
+        error = {"error": {"object": "error", "message": str(failure), "code": failure.status}}
+        return b"data: " + json.dumps(error).encode() + b"\n\n"
+
+    def error_response(self, failure: RequestError) -> web.Response:
+        """SGLang's OpenAI error body."""
+        return openai_error(failure)
+
+    def closing(self) -> bytes:
+        """The usage chunk (``choices: []``) when ``stream_options.include_usage`` asks."""
+        shape = self._shape
+        if not shape.include_usage:
+            return b""
         usage = {
             **shape.chunk(0, "", False, False),
             "choices": [],
-            "usage": shape.usage([len(s.ids) for s in states]),
+            "usage": shape.usage([len(s.ids) for s in self._states]),
         }
-        await resp.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
-    await resp.write(b"data: [DONE]\n\n")
-    await resp.write_eof()
-    return resp
+        return b"data: " + json.dumps(usage).encode() + b"\n\n"
 
 
 async def _collect(service: SimService, jobs: list[Job], shape: _Shape) -> web.Response:
     try:
         states = await collect(service, jobs)
-    except UserError as exc:
+    except RequestError as exc:
         return openai_error(exc)
     except EngineStopped as exc:
         return openai_error(ServerFailure(str(exc)))

@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 
 from sglbench.errors import ConfigError
 
-DEFAULT_PROFILE = "gh200-qwen2.5-3b"
-PROFILE_NAMES: tuple[str, ...] = ("gh200-qwen2.5-3b", "h100-qwen2.5-3b", "a100-qwen2.5-3b")
+# Defined in config (the leaf the harness imports); re-exported for the engine's callers.
+from sglbench.sim.config import DEFAULT_PROFILE as DEFAULT_PROFILE
+from sglbench.sim.config import PROFILE_NAMES as PROFILE_NAMES
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Request parsing and response pieces shared by the native and the OpenAI endpoints.
+"""Request parsing shared by the native and the OpenAI endpoints.
 
 Validation follows SGLang's messages where it has one; every problem is a :class:`BadRequest`
 (HTTP 400, ``{"error": {"message": ...}}``), never a traceback.
@@ -6,24 +6,22 @@ Validation follows SGLang's messages where it has one; every problem is a :class
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, Mapping
+import json
+from collections.abc import Mapping
 from typing import Any
 
-from sglbench.sim.service import (
-    BadRequest,
-    Bootstrap,
-    Job,
-    NotReady,
-    ServerFailure,
-    SimService,
-    Token,
-)
+from sglbench.sim.service import BadRequest, Bootstrap, Job, SimService
 
 DEFAULT_MAX_NEW_TOKENS = 128  # SGLang's SamplingParams default
-UserError = (BadRequest, NotReady, ServerFailure)
-SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or BadRequest naming the problem."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+    return as_object(body)
 
 
 def as_object(body: Any) -> dict[str, Any]:
@@ -123,87 +121,3 @@ def make_jobs(
         service.new_job(rid_of(body, i), n, max_new[i], bootstrap_of(body, i, port))
         for i, n in enumerate(lengths)
     ]
-
-
-async def merged(service: SimService, jobs: list[Job]) -> AsyncGenerator[tuple[int, Token], None]:
-    """Tokens of several jobs as they come, tagged with the job's index."""
-    if len(jobs) == 1:  # the common case: no queue, no extra tasks
-        async with contextlib.aclosing(service.run(jobs[0])) as tokens:
-            async for token in tokens:
-                yield 0, token
-        return
-    queue: asyncio.Queue[tuple[int, Token | BaseException | None]] = asyncio.Queue()
-
-    async def pump(i: int, job: Job) -> None:
-        try:
-            async with contextlib.aclosing(service.run(job)) as tokens:
-                async for token in tokens:
-                    queue.put_nowait((i, token))
-            queue.put_nowait((i, None))
-        except Exception as exc:
-            queue.put_nowait((i, exc))
-
-    tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(jobs)]
-    try:
-        remaining = len(jobs)
-        while remaining:
-            i, item = await queue.get()
-            if item is None:
-                remaining -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield i, item
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
-async def collect(service: SimService, jobs: list[Job]) -> list[TextState]:
-    """The whole output of every job (non-streaming answers); engine errors propagate."""
-    states = [TextState() for _ in jobs]
-    async with contextlib.aclosing(merged(service, jobs)) as tokens:
-        async for i, token in tokens:
-            states[i].add(token)
-            jobs[i].deadlines.append(token.deadline)
-    return states
-
-
-def held_back(token: Token, interval: int) -> bool:
-    """Whether ``token`` goes out with a later chunk instead of its own.
-
-    ``--stream-interval N``: one chunk per N tokens, as in SGLang. And a reader that fell behind
-    the engine (the next token is already due: this machine's CPU, not the model, is late) sends
-    only the newest state, as SGLang's tokenizer manager does when several outputs queued up.
-    Chunks carry the cumulative text and ``completion_tokens``, so nothing is lost; SGLang's bench
-    client splits a chunk's gap evenly over its new tokens, so a merged chunk leaves its mean
-    ITL unchanged and turns a late burst (gaps near 0, then one long gap) into even gaps.
-    """
-    if token.finished:
-        return False
-    return token.more_due or (token.index + 1) % interval != 0
-
-
-def finish_reason(completion_tokens: int) -> dict[str, Any]:
-    """SGLang's finish reason: the simulator always stops on the length limit."""
-    return {"type": "length", "length": completion_tokens}
-
-
-class TextState:
-    """Cumulative output of one job, kept JSON-escaped so a chunk costs no re-encoding."""
-
-    __slots__ = ("ids", "ids_json", "text", "text_json")
-
-    def __init__(self) -> None:
-        """Start empty."""
-        self.ids: list[int] = []
-        self.text = ""
-        self.text_json = ""
-        self.ids_json = ""
-
-    def add(self, token: Token) -> None:
-        """Append a token."""
-        self.ids.append(token.token_id)
-        self.text += token.text
-        self.text_json += token.text_json
-        self.ids_json += f",{token.token_id}" if self.ids_json else str(token.token_id)

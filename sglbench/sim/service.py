@@ -26,26 +26,32 @@ from typing import IO
 
 from sglbench.sim import timing
 from sglbench.sim.bootstrap import BootstrapClient, KvTransferError, RoomRegistry, RoomState
-from sglbench.sim.cli import SimArgs
+from sglbench.sim.config import SimArgs
 from sglbench.sim.engine import Engine, GenRequest, TokenEvent
 from sglbench.sim.tokenizer import SimTokenizer
 
 log = logging.getLogger("sglbench.sim")
 
 
-class BadRequest(Exception):
+class RequestError(Exception):
+    """A request that gets an HTTP error with this message; ``status`` is the code."""
+
+    status = 500
+
+
+class BadRequest(RequestError):
     """The request is invalid: HTTP 400 with this message."""
 
     status = 400
 
 
-class ServerFailure(Exception):
+class ServerFailure(RequestError):
     """The (simulated) server failed the request: HTTP 500 with this message."""
 
     status = 500
 
 
-class NotReady(Exception):
+class NotReady(RequestError):
     """The server is still starting: HTTP 503."""
 
     status = 503

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sglbench.sim.protocol import held_back
 from sglbench.sim.service import Token
+from sglbench.sim.stream import held_back
 
 
 def token(index: int, finished: bool = False, more_due: bool = False) -> Token:

@@ -1,0 +1,211 @@
+"""SGLang's native endpoints: ``/generate``, health, info, ``/flush_cache`` and ``/metrics``.
+
+A streamed ``/generate`` answers SGLang's SSE: one
+``data: {"text": <cumulative>, "output_ids": [<cumulative>], "meta_info": {...}}`` per token,
+written as soon as the engine's deadline for that token has passed (the loop is
+:func:`sglbench.sim.stream.stream_sse`), ``finish_reason`` only on the last one, then
+``data: [DONE]``. Errors use SGLang's native body ``{"error": {"message": ...}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from sglbench.sim import info
+from sglbench.sim.engine import EngineStopped
+from sglbench.sim.metrics import render_metrics
+from sglbench.sim.protocol import (
+    DEFAULT_MAX_NEW_TOKENS,
+    check_sampling,
+    int_field,
+    make_jobs,
+    parse_body,
+    prompt_lengths,
+)
+from sglbench.sim.service import BadRequest, Job, RequestError, ServerFailure, SimService, Token
+from sglbench.sim.stream import TextState, collect, stream_sse
+
+
+def error_response(exc: RequestError) -> web.Response:
+    """SGLang's native error body: ``{"error": {"message": ...}}``."""
+    return web.json_response({"error": {"message": str(exc)}}, status=exc.status)
+
+
+def finish_reason(completion_tokens: int) -> dict[str, Any]:
+    """SGLang's finish reason: the simulator always stops on the length limit."""
+    return {"type": "length", "length": completion_tokens}
+
+
+def add_routes(app: web.Application, service: SimService) -> None:
+    """Register the native routes for ``service``."""
+
+    async def health(_: web.Request) -> web.Response:
+        """``/health`` and ``/health_generate``: 503 while starting, 200 when ready."""
+        return web.Response(status=200 if service.ready else 503)
+
+    async def model_info(_: web.Request) -> web.Response:
+        return web.json_response(info.model_info(service.args))
+
+    async def server_info(_: web.Request) -> web.Response:
+        """Server args + internal state, marked simulated."""
+        return web.json_response(info.server_info(service.args, service.engine))
+
+    async def metrics(_: web.Request) -> web.Response:
+        """Prometheus text in SGLang's names."""
+        args = service.args
+        text = render_metrics(service.engine.stats(), args.model_name, args.disaggregation_mode)
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+    async def generate(request: web.Request) -> web.StreamResponse:
+        return await _generate(request, service)
+
+    add = app.router.add_route
+    for path in ("/health", "/health_generate"):
+        add("GET", path, health)
+    for path in ("/model_info", "/get_model_info"):
+        add("GET", path, model_info)
+    for path in ("/server_info", "/get_server_info"):
+        add("GET", path, server_info)
+    for method in ("GET", "POST"):
+        add(method, "/flush_cache", flush_cache)
+    add("GET", "/metrics", metrics)
+    for method in ("POST", "PUT"):
+        add(method, "/generate", generate)
+
+
+async def flush_cache(request: web.Request) -> web.Response:
+    """``/flush_cache``: the simulator keeps no prefix cache, so this always succeeds."""
+    try:
+        timeout = float(request.query.get("timeout", "0"))
+    except ValueError:
+        timeout = -1.0
+    if timeout < 0:
+        return web.Response(status=400, text="timeout must be a number >= 0\n")
+    return web.Response(text="Cache flushed.\n")
+
+
+async def _generate(request: web.Request, service: SimService) -> web.StreamResponse:
+    """``POST /generate``: SGLang's native generation, streamed or not, single or batch."""
+    try:
+        body = parse_body(await request.read())
+        jobs, batch, stream = _parse_generate(service, body)
+    except BadRequest as exc:
+        return error_response(exc)
+    try:
+        if stream:
+            return await stream_sse(request, service, jobs, NativeFormat(jobs, batch))
+        return await _collect_generate(service, jobs, batch)
+    finally:
+        for job in jobs:
+            service.finished(job)
+
+
+def _parse_generate(service: SimService, body: dict[str, Any]) -> tuple[list[Job], bool, bool]:
+    """Jobs, batch flag and stream flag of a native request."""
+    if body.get("text") is not None:
+        lengths, batch = prompt_lengths(service, body["text"], "text")
+    elif body.get("input_ids") is not None:
+        lengths, batch = prompt_lengths(service, body["input_ids"], "input_ids")
+    else:
+        raise BadRequest("Either text, input_ids or input_embeds should be provided.")
+    params = body.get("sampling_params") or {}
+    per_prompt = params if isinstance(params, list) else [params] * len(lengths)
+    if len(per_prompt) != len(lengths) or not all(isinstance(p, dict) for p in per_prompt):
+        raise BadRequest("sampling_params must be an object (or one object per prompt)")
+    for p in per_prompt:
+        check_sampling(p)
+    max_new = [int_field(p, "max_new_tokens", DEFAULT_MAX_NEW_TOKENS, 0) for p in per_prompt]
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest(f"stream must be true or false, got {stream!r}")
+    return make_jobs(service, body, lengths, max_new), batch, stream
+
+
+def _meta(job: Job, completion: int, finished: bool, now: float) -> dict[str, Any]:
+    return {
+        "id": job.rid,
+        "finish_reason": finish_reason(completion) if finished else None,
+        "prompt_tokens": job.prompt_len,
+        "weight_version": "default",
+        "total_retractions": 0,
+        "completion_tokens": completion,
+        "cached_tokens": 0,
+        "e2e_latency": now - job.arrival,
+    }
+
+
+class _Chunks:
+    """SSE events of one streamed job, formatted by hand: at hundreds of streams the server
+    writes tens of thousands of events a second, and ``json.dumps`` per event would be most of
+    its CPU. The output is the compact JSON SGLang's orjson writes."""
+
+    def __init__(self, job: Job, index: int | None) -> None:
+        self.state = TextState()
+        self._job = job
+        rid = json.dumps(job.rid)
+        self._head = f'"meta_info":{{"id":{rid},"finish_reason":'
+        self._mid = (
+            f',"prompt_tokens":{job.prompt_len},"weight_version":"default",'
+            '"total_retractions":0,"completion_tokens":'
+        )
+        self._tail = "}}\n\n" if index is None else f'}},"index":{index}}}\n\n'
+
+    def event(self, finished: bool, now: float) -> bytes:
+        """The SSE event of the output so far (text and ids cumulative, as SGLang streams)."""
+        s = self.state
+        n = len(s.ids)
+        reason = f'{{"type":"length","length":{n}}}' if finished else "null"
+        e2e = now - self._job.arrival
+        return (
+            f'data: {{"text":"{s.text_json}","output_ids":[{s.ids_json}],{self._head}{reason}'
+            f'{self._mid}{n},"cached_tokens":0,"e2e_latency":{e2e!r}{self._tail}'
+        ).encode()
+
+
+class NativeFormat:
+    """The native ``/generate`` stream (a :class:`sglbench.sim.stream.StreamFormat`)."""
+
+    def __init__(self, jobs: list[Job], batch: bool) -> None:
+        """One cumulative state per job; batch events carry the prompt's ``index``."""
+        self._chunks = [_Chunks(job, i if batch else None) for i, job in enumerate(jobs)]
+
+    def add(self, index: int, token: Token) -> None:
+        """Record a token."""
+        self._chunks[index].state.add(token)
+
+    def event(self, index: int, token: Token, now: float) -> bytes:
+        """The cumulative event of job ``index``."""
+        return self._chunks[index].event(token.finished, now)
+
+    def error_event(self, failure: RequestError) -> bytes:
+        """SGLang's in-stream error."""
+        error = {"error": {"message": str(failure), "code": failure.status}}
+        return f"data: {json.dumps(error)}\n\n".encode()
+
+    def error_response(self, failure: RequestError) -> web.Response:
+        """SGLang's native error body."""
+        return error_response(failure)
+
+    def closing(self) -> bytes:
+        """Nothing before ``[DONE]``."""
+        return b""
+
+
+async def _collect_generate(service: SimService, jobs: list[Job], batch: bool) -> web.Response:
+    loop = asyncio.get_running_loop()
+    try:
+        states = await collect(service, jobs)
+    except RequestError as exc:
+        return error_response(exc)
+    except EngineStopped as exc:
+        return error_response(ServerFailure(str(exc)))
+    now = loop.time()
+    outs = [
+        {"text": s.text, "output_ids": s.ids, "meta_info": _meta(j, len(s.ids), True, now)}
+        for s, j in zip(states, jobs, strict=True)
+    ]
+    return web.json_response(outs if batch else outs[0])

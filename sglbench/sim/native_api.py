@@ -4,7 +4,8 @@ A streamed ``/generate`` answers SGLang's SSE: one
 ``data: {"text": <cumulative>, "output_ids": [<cumulative>], "meta_info": {...}}`` per token,
 written as soon as the engine's deadline for that token has passed (the loop is
 :func:`sglbench.sim.stream.stream_sse`), ``finish_reason`` only on the last one, then
-``data: [DONE]``. Errors use SGLang's native body ``{"error": {"message": ...}}``.
+``data: [DONE]``. Errors use the body of the SGLang layer that would refuse the request (see
+:mod:`sglbench.sim.protocol`); most are ``{"error": {"message": ...}}``.
 """
 
 from __future__ import annotations
@@ -20,19 +21,30 @@ from sglbench.sim.engine import EngineStopped
 from sglbench.sim.metrics import render_metrics
 from sglbench.sim.protocol import (
     DEFAULT_MAX_NEW_TOKENS,
+    ContractError,
+    InvalidBody,
     check_sampling,
-    int_field,
+    contract_int,
     make_jobs,
     parse_body,
     prompt_lengths,
+    stream_flag,
 )
 from sglbench.sim.service import BadRequest, Job, RequestError, ServerFailure, SimService, Token
 from sglbench.sim.stream import TextState, collect, stream_sse
 
 
 def error_response(exc: RequestError) -> web.Response:
-    """SGLang's native error body: ``{"error": {"message": ...}}``."""
-    return web.json_response({"error": {"message": str(exc)}}, status=exc.status)
+    """SGLang's native error body of the layer that refused the request (see protocol)."""
+    body: dict[str, Any]
+    if isinstance(exc, InvalidBody):
+        body = {"object": "error", "message": str(exc), "type": "Bad Request", "param": None,
+                "code": exc.status}  # fmt: skip
+    elif isinstance(exc, ContractError):
+        body = {"error": str(exc)}
+    else:
+        body = {"error": {"message": str(exc)}}
+    return web.json_response(body, status=exc.status)
 
 
 def finish_reason(completion_tokens: int) -> dict[str, Any]:
@@ -107,9 +119,11 @@ async def _generate(request: web.Request, service: SimService) -> web.StreamResp
 def _parse_generate(service: SimService, body: dict[str, Any]) -> tuple[list[Job], bool, bool]:
     """Jobs, batch flag and stream flag of a native request."""
     if body.get("text") is not None:
-        lengths, batch = prompt_lengths(service, body["text"], "text")
+        lengths, batch = prompt_lengths(service, body["text"], "text", text=True, ids=False)
     elif body.get("input_ids") is not None:
-        lengths, batch = prompt_lengths(service, body["input_ids"], "input_ids")
+        lengths, batch = prompt_lengths(
+            service, body["input_ids"], "input_ids", text=False, ids=True
+        )
     else:
         raise BadRequest("Either text, input_ids or input_embeds should be provided.")
     params = body.get("sampling_params") or {}
@@ -117,11 +131,9 @@ def _parse_generate(service: SimService, body: dict[str, Any]) -> tuple[list[Job
     if len(per_prompt) != len(lengths) or not all(isinstance(p, dict) for p in per_prompt):
         raise BadRequest("sampling_params must be an object (or one object per prompt)")
     for p in per_prompt:
-        check_sampling(p)
-    max_new = [int_field(p, "max_new_tokens", DEFAULT_MAX_NEW_TOKENS, 0) for p in per_prompt]
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise BadRequest(f"stream must be true or false, got {stream!r}")
+        check_sampling(p, ContractError)
+    max_new = [contract_int(p, "max_new_tokens", DEFAULT_MAX_NEW_TOKENS, 0) for p in per_prompt]
+    stream = stream_flag(body, InvalidBody)
     return make_jobs(service, body, lengths, max_new), batch, stream
 
 

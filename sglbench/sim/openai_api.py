@@ -20,21 +20,25 @@ from aiohttp import web
 from sglbench.sim.engine import EngineStopped
 from sglbench.sim.protocol import (
     DEFAULT_MAX_NEW_TOKENS,
+    InvalidBody,
     check_sampling,
-    int_field,
+    lax_int,
     make_jobs,
     parse_body,
     prompt_lengths,
+    stream_flag,
 )
 from sglbench.sim.service import BadRequest, Job, RequestError, ServerFailure, SimService, Token
 from sglbench.sim.stream import TextState, collect, stream_sse
 
 
 def openai_error(exc: RequestError) -> web.Response:
-    """SGLang's OpenAI-style error response."""
+    """SGLang's OpenAI-style error response (``Bad Request``: its request model refused it)."""
     kind = {400: "BadRequestError", 503: "ServiceUnavailableError"}.get(
         exc.status, "InternalServerError"
     )
+    if isinstance(exc, InvalidBody):
+        kind = "Bad Request"
     body = {"object": "error", "message": str(exc), "type": kind, "param": None, "code": exc.status}
     return web.json_response(body, status=exc.status)
 
@@ -73,42 +77,68 @@ def _models(service: SimService) -> dict[str, Any]:
     }
 
 
+# Roles of SGLang's ChatCompletionMessageGenericParam (case-insensitive; content optional);
+# "user" messages must have content.
+_OTHER_ROLES = ("system", "assistant", "tool", "function", "developer", "latest_reminder", "root")
+
+
+def _message_text(m: Any, i: int) -> tuple[str, str]:
+    """Role and text of message ``i``, checked as SGLang's chat message models check them."""
+    if not isinstance(m, dict):
+        raise InvalidBody(f"messages.{i}: Input should be an object")
+    role, content = m.get("role"), m.get("content")
+    if not isinstance(role, str):
+        raise InvalidBody(f"messages.{i}.role: Field required (a string)")
+    if role != "user" and role.lower() not in _OTHER_ROLES:
+        allowed = ", ".join(repr(r) for r in ("user", *_OTHER_ROLES))
+        raise InvalidBody(f"messages.{i}.role: 'role' must be one of {allowed}")
+    if content is None and role == "user":
+        raise InvalidBody(f"messages.{i}.content: Field required")
+    if isinstance(content, list):  # OpenAI content parts; this model reads text parts only
+        if not all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in content):
+            raise InvalidBody(
+                f"messages.{i}.content: every part must be a text part"
+                ' ({"type": "text", "text": ...}); the simulated model reads text only'
+            )
+        content = "".join(p["text"] for p in content)
+    if content is not None and not isinstance(content, str):
+        raise InvalidBody(f"messages.{i}.content: Input should be a string or a list of parts")
+    return (role if role == "user" else role.lower()), content or ""
+
+
 def _chat_prompt(messages: Any) -> str:
     """ChatML text of the messages (Qwen's template), ending with the assistant turn."""
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages must be a non-empty list of {role, content} objects")
-    parts = []
-    for m in messages:
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise BadRequest("every message needs a string 'role' and a 'content'")
-        content = m.get("content")
-        if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        parts.append(f"<|im_start|>{m['role']}\n{content or ''}<|im_end|>\n")
-    return "".join(parts) + "<|im_start|>assistant\n"
+    if not isinstance(messages, list):
+        raise InvalidBody("messages: Field required (a list of {role, content} objects)")
+    if not messages:
+        raise BadRequest("Messages cannot be empty.")
+    parts = [_message_text(m, i) for i, m in enumerate(messages)]
+    turns = "".join(f"<|im_start|>{role}\n{text}<|im_end|>\n" for role, text in parts)
+    return turns + "<|im_start|>assistant\n"
 
 
 def _parse(service: SimService, body: dict[str, Any], chat: bool) -> tuple[list[Job], bool]:
-    check_sampling(body)
+    check_sampling(body, InvalidBody)
     if chat:
         lengths = [service.tokenizer.count(_chat_prompt(body.get("messages")))]
         key = (
             "max_completion_tokens"
             if body.get("max_completion_tokens") is not None
-            else ("max_tokens")
+            else "max_tokens"
         )
-        max_new = int_field(body, key, DEFAULT_MAX_NEW_TOKENS, 0)
+        max_new = lax_int(body, key, DEFAULT_MAX_NEW_TOKENS)
+        if max_new < 0:
+            raise BadRequest(f"max_new_tokens must be at least 0, got {max_new}.")
     else:
         if body.get("prompt") is None:
-            raise BadRequest("prompt is required")
-        lengths, _ = prompt_lengths(service, body["prompt"], "prompt")
-        max_new = int_field(body, "max_tokens", 16, 0)  # OpenAI's completions default
-    n = int_field(body, "n", 1, 1)
-    if n != 1:
+            raise InvalidBody("prompt: Field required")
+        lengths, _ = prompt_lengths(service, body["prompt"], "prompt", text=True, ids=True)
+        max_new = lax_int(body, "max_tokens", 16)  # OpenAI's completions default
+        if max_new <= 0:
+            raise InvalidBody("max_tokens: Value error, max_tokens must be positive")
+    if lax_int(body, "n", 1) != 1:
         raise BadRequest("the simulator supports n=1 only")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise BadRequest(f"stream must be true or false, got {stream!r}")
+    stream = stream_flag(body, InvalidBody)
     return make_jobs(service, body, lengths, [max_new] * len(lengths)), stream
 
 

@@ -155,7 +155,6 @@ class SimService:
         stream = None
         try:
             self._admit(job)
-            words = self._rng.choices(range(len(self.tokenizer.output.ids)), k=job.max_new_tokens)
             if role == "decode":
                 await self._wait_for_kv(job)
             try:
@@ -164,6 +163,9 @@ class SimService:
                 )
             except ValueError as exc:
                 raise BadRequest(str(exc)) from exc
+            # Drawn only once the engine accepted the request: the front end checked the length
+            # against the context and the engine against its KV, so this list is bounded.
+            words = self._rng.choices(range(len(self.tokenizer.output.ids)), k=job.max_new_tokens)
             async for event in stream:
                 if role == "prefill":
                     await self._transfer_kv(job, event)

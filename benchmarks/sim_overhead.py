@@ -109,15 +109,14 @@ class _SseProtocol(asyncio.Protocol):
         self._done = done
         self._tail = b""
         self._end = b""
-        self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._stream.sent = self._loop.time()
+        self._stream.sent = time.monotonic()
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
-        now = self._loop.time()
+        now = time.monotonic()  # not loop.time(): uvloop's is cached per iteration, in ms
         window = self._tail + data  # a marker may straddle two segments
         self._stream.received += [now] * window.count(self._MARK)
         self._tail = window[-(len(self._MARK) - 1) :]  # too short to hold a whole marker

@@ -15,6 +15,7 @@ imports only modules above it in this list):
     stream.py       the one SSE stream loop both APIs use (and non-streaming collection)
     info.py / metrics.py: /server_info, /model_info and /metrics bodies
     native_api.py   /generate, health, info, /flush_cache, /metrics
+    openai_format.py  OpenAI stream chunks and error bodies, byte for byte as SGLang writes them
     openai_api.py   /v1/models, /v1/completions, /v1/chat/completions
     server.py       the aiohttp application and its lifecycle
     cli.py          ``main``: parse, serve, one-line errors (``__main__.py`` calls it)

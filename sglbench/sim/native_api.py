@@ -31,7 +31,7 @@ from sglbench.sim.protocol import (
     stream_flag,
 )
 from sglbench.sim.service import BadRequest, Job, RequestError, ServerFailure, SimService, Token
-from sglbench.sim.stream import TextState, collect, stream_sse
+from sglbench.sim.stream import TextState, collect, json_str, stream_sse
 
 
 def error_response(exc: RequestError) -> web.Response:
@@ -158,7 +158,7 @@ class _Chunks:
     def __init__(self, job: Job, index: int | None) -> None:
         self.state = TextState()
         self._job = job
-        rid = json.dumps(job.rid)
+        rid = json_str(job.rid)
         self._head = f'"meta_info":{{"id":{rid},"finish_reason":'
         self._mid = (
             f',"prompt_tokens":{job.prompt_len},"weight_version":"default",'
@@ -189,22 +189,25 @@ class NativeFormat:
         """Record a token."""
         self._chunks[index].state.add(token)
 
-    def event(self, index: int, token: Token, now: float) -> bytes:
+    def events(self, index: int, token: Token, now: float) -> tuple[bytes, ...]:
         """The cumulative event of job ``index``."""
-        return self._chunks[index].event(token.finished, now)
+        return (self._chunks[index].event(token.finished, now),)
 
     def error_event(self, failure: RequestError) -> bytes:
-        """SGLang's in-stream error."""
-        error = {"error": {"message": str(failure), "code": failure.status}}
-        return f"data: {json.dumps(error)}\n\n".encode()
+        """SGLang's in-stream error (its http_server's body, compact as orjson writes it)."""
+        kind = "invalid_request_error" if failure.status < 500 else "server_error"
+        error = {"message": str(failure), "type": kind, "code": failure.status,
+                 "retryable": failure.status >= 500}  # fmt: skip
+        text = json.dumps({"error": error}, ensure_ascii=False, separators=(",", ":"))
+        return f"data: {text}\n\n".encode()
 
     def error_response(self, failure: RequestError) -> web.Response:
         """SGLang's native error body."""
         return error_response(failure)
 
-    def closing(self) -> bytes:
+    def closing(self) -> tuple[bytes, ...]:
         """Nothing before ``[DONE]``."""
-        return b""
+        return ()
 
 
 async def _collect_generate(service: SimService, jobs: list[Job], batch: bool) -> web.Response:

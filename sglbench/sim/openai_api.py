@@ -2,22 +2,19 @@
 ``/v1/chat/completions`` (streaming and not), in the format SGLang serves them.
 
 Chat prompts are rendered with Qwen's ChatML template before counting tokens, as SGLang applies
-the model's chat template. Streams send one chunk per token; a usage-only chunk
-(``choices: []``) only when ``stream_options.include_usage`` asks for it, then ``[DONE]``.
-Errors use SGLang's OpenAI error body: ``{"object": "error", "message", "type", "param",
-"code"}``.
+the model's chat template. Streams and error bodies are in :mod:`sglbench.sim.openai_format`;
+requests are checked as :mod:`sglbench.sim.protocol` says.
 """
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from typing import Any
 
 from aiohttp import web
 
 from sglbench.sim.engine import EngineStopped
+from sglbench.sim.openai_format import OpenAIFormat, openai_error
 from sglbench.sim.protocol import (
     DEFAULT_MAX_NEW_TOKENS,
     InvalidBody,
@@ -28,19 +25,8 @@ from sglbench.sim.protocol import (
     prompt_lengths,
     stream_flag,
 )
-from sglbench.sim.service import BadRequest, Job, RequestError, ServerFailure, SimService, Token
+from sglbench.sim.service import BadRequest, Job, RequestError, ServerFailure, SimService
 from sglbench.sim.stream import TextState, collect, stream_sse
-
-
-def openai_error(exc: RequestError) -> web.Response:
-    """SGLang's OpenAI-style error response (``Bad Request``: its request model refused it)."""
-    kind = {400: "BadRequestError", 503: "ServiceUnavailableError"}.get(
-        exc.status, "InternalServerError"
-    )
-    if isinstance(exc, InvalidBody):
-        kind = "Bad Request"
-    body = {"object": "error", "message": str(exc), "type": kind, "param": None, "code": exc.status}
-    return web.json_response(body, status=exc.status)
 
 
 def add_routes(app: web.Application, service: SimService) -> None:
@@ -151,7 +137,8 @@ async def _handle(request: web.Request, service: SimService, chat: bool) -> web.
     shape = _Shape(service, body, chat, jobs)
     try:
         if stream:
-            return await stream_sse(request, service, jobs, OpenAIFormat(shape))
+            fmt = OpenAIFormat(jobs, chat, shape.created, shape.model, shape.include_usage)
+            return await stream_sse(request, service, jobs, fmt)
         return await _collect(service, jobs, shape)
     finally:
         for job in jobs:
@@ -166,11 +153,10 @@ class _Shape:
     ) -> None:
         self.chat = chat
         self.jobs = jobs
-        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        self.id = jobs[0].rid  # SGLang: the first output's rid
         self.created = int(time.time())
-        self.model = (
-            body.get("model") if isinstance(body.get("model"), str) else (service.args.model_name)
-        )
+        model = body.get("model")
+        self.model = model if isinstance(model, str) else "default"  # SGLang's default name
         self.object = "chat.completion" if chat else "text_completion"
         options = body.get("stream_options")
         self.include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
@@ -179,28 +165,6 @@ class _Shape:
         prompt = sum(j.prompt_len for j in self.jobs)
         done = sum(completion)
         return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
-
-    def chunk(self, index: int, piece: str, first: bool, finished: bool) -> dict[str, Any]:
-        reason = "length" if finished else None
-        if self.chat:
-            delta: dict[str, Any] = (
-                {"role": "assistant", "content": piece} if first else {"content": piece}
-            )
-            choice: dict[str, Any] = {
-                "index": index,
-                "delta": delta,
-                "logprobs": None,
-                "finish_reason": reason,
-            }
-        else:
-            choice = {"index": index, "text": piece, "logprobs": None, "finish_reason": reason}
-        return {
-            "id": self.id,
-            "object": self.object + (".chunk" if self.chat else ""),
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-        }
 
     def final(self, states: list[TextState]) -> dict[str, Any]:
         choices = []
@@ -239,49 +203,6 @@ class _Shape:
             "choices": choices,
             "usage": self.usage([len(s.ids) for s in states]),
         }
-
-
-class OpenAIFormat:
-    """The OpenAI stream: one chunk of new text per event (a :class:`~.stream.StreamFormat`)."""
-
-    def __init__(self, shape: _Shape) -> None:
-        """Chunks shaped by ``shape``; text held back waits in ``pending`` for the next event."""
-        self._shape = shape
-        self._states = [TextState() for _ in shape.jobs]
-        self._pending = [""] * len(shape.jobs)
-
-    def add(self, index: int, token: Token) -> None:
-        """Record a token."""
-        self._states[index].add(token)
-        self._pending[index] += token.text
-
-    def event(self, index: int, token: Token, now: float) -> bytes:
-        """The text since the job's last event (with the role on its first one)."""
-        first = not self._shape.jobs[index].sent
-        chunk = self._shape.chunk(index, self._pending[index], first, token.finished)
-        self._pending[index] = ""
-        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
-
-    def error_event(self, failure: RequestError) -> bytes:
-        """SGLang's OpenAI in-stream error."""
-        error = {"error": {"object": "error", "message": str(failure), "code": failure.status}}
-        return b"data: " + json.dumps(error).encode() + b"\n\n"
-
-    def error_response(self, failure: RequestError) -> web.Response:
-        """SGLang's OpenAI error body."""
-        return openai_error(failure)
-
-    def closing(self) -> bytes:
-        """The usage chunk (``choices: []``) when ``stream_options.include_usage`` asks."""
-        shape = self._shape
-        if not shape.include_usage:
-            return b""
-        usage = {
-            **shape.chunk(0, "", False, False),
-            "choices": [],
-            "usage": shape.usage([len(s.ids) for s in self._states]),
-        }
-        return b"data: " + json.dumps(usage).encode() + b"\n\n"
 
 
 async def _collect(service: SimService, jobs: list[Job], shape: _Shape) -> web.Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
@@ -24,14 +25,24 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 DONE = b"data: [DONE]\n\n"
 
 
+def json_str(text: str) -> str:
+    """``text`` as a JSON string the way orjson/serde write it (UTF-8, not ``\\u`` escapes)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def sse(payload: str) -> bytes:
+    """One SSE event."""
+    return f"data: {payload}\n\n".encode()
+
+
 class StreamFormat(Protocol):
     """One API's SSE events for one request (its jobs are numbered 0..n-1)."""
 
     def add(self, index: int, token: Token) -> None:
         """Record a token of job ``index`` (every token, also those sent with a later chunk)."""
 
-    def event(self, index: int, token: Token, now: float) -> bytes:
-        """The SSE event that carries job ``index``'s output up to ``token``."""
+    def events(self, index: int, token: Token, now: float) -> tuple[bytes, ...]:
+        """The SSE events (one HTTP chunk each) that carry job ``index``'s output to ``token``."""
 
     def error_event(self, failure: RequestError) -> bytes:
         """The SSE event of an error after the stream started."""
@@ -39,8 +50,8 @@ class StreamFormat(Protocol):
     def error_response(self, failure: RequestError) -> web.Response:
         """The HTTP error response of a request that failed before its first chunk."""
 
-    def closing(self) -> bytes:
-        """What goes out just before ``[DONE]`` (empty, or a usage chunk)."""
+    def closing(self) -> tuple[bytes, ...]:
+        """The events that go out just before ``[DONE]`` (finish or usage chunks, or none)."""
 
 
 def held_back(token: Token, interval: int) -> bool:
@@ -139,7 +150,8 @@ async def stream_sse(
                     continue
                 if not resp.prepared:
                     await resp.prepare(request)
-                await resp.write(fmt.event(i, token, loop.time()))
+                for event in fmt.events(i, token, loop.time()):
+                    await resp.write(event)
                 job.sent.append(loop.time())
                 job.deadlines.append(token.deadline)
     except (RequestError, EngineStopped) as exc:
@@ -151,9 +163,8 @@ async def stream_sse(
         return resp  # the client went away; closing the stream aborted the request
     if not resp.prepared:
         await resp.prepare(request)  # no token (max_new_tokens 0): still a valid stream
-    closing = fmt.closing()
-    if closing:
-        await resp.write(closing)
+    for event in fmt.closing():
+        await resp.write(event)
     await resp.write(DONE)
     await resp.write_eof()
     return resp

@@ -31,7 +31,7 @@ from sglbench.sim.protocol import (
     stream_flag,
 )
 from sglbench.sim.service import BadRequest, Job, RequestError, ServerFailure, SimService, Token
-from sglbench.sim.stream import TextState, collect, json_str, stream_sse
+from sglbench.sim.stream import collect, json_str, stream_sse
 
 
 def error_response(exc: RequestError) -> web.Response:
@@ -151,31 +151,39 @@ def _meta(job: Job, completion: int, finished: bool, now: float) -> dict[str, An
 
 
 class _Chunks:
-    """SSE events of one streamed job, formatted by hand: at hundreds of streams the server
-    writes tens of thousands of events a second, and ``json.dumps`` per event would be most of
-    its CPU. The output is the compact JSON SGLang's orjson writes."""
+    """SSE events of one streamed job, assembled from bytes made once per request: at hundreds
+    of streams the server writes tens of thousands of events a second, and a JSON encoder per
+    event would be most of its CPU. The output is the compact JSON SGLang's orjson writes."""
+
+    __slots__ = ("_arrival", "_head", "_tail", "count", "ids", "text")
 
     def __init__(self, job: Job, index: int | None) -> None:
-        self.state = TextState()
-        self._job = job
-        rid = json_str(job.rid)
-        self._head = f'"meta_info":{{"id":{rid},"finish_reason":'
-        self._mid = (
+        self.text = bytearray()  # the cumulative text, JSON-escaped (no quotes)
+        self.ids = bytearray()  # the cumulative output ids, comma-separated
+        self.count = 0
+        self._arrival = job.arrival
+        self._head = f',"meta_info":{{"id":{json_str(job.rid)},"finish_reason":'.encode()
+        tail = "}}\n\n" if index is None else f'}},"index":{index}}}\n\n'
+        self._tail = (
             f',"prompt_tokens":{job.prompt_len},"weight_version":"default",'
-            '"total_retractions":0,"completion_tokens":'
-        )
-        self._tail = "}}\n\n" if index is None else f'}},"index":{index}}}\n\n'
+            '"total_retractions":0,"completion_tokens":%d,"cached_tokens":0,"e2e_latency":%r' + tail
+        ).encode()
+
+    def add(self, token: Token) -> None:
+        """Append a token."""
+        self.text += token.text_json
+        if self.count:
+            self.ids += b","
+        self.ids += token.id_json
+        self.count += 1
 
     def event(self, finished: bool, now: float) -> bytes:
         """The SSE event of the output so far (text and ids cumulative, as SGLang streams)."""
-        s = self.state
-        n = len(s.ids)
-        reason = f'{{"type":"length","length":{n}}}' if finished else "null"
-        e2e = now - self._job.arrival
-        return (
-            f'data: {{"text":"{s.text_json}","output_ids":[{s.ids_json}],{self._head}{reason}'
-            f'{self._mid}{n},"cached_tokens":0,"e2e_latency":{e2e!r}{self._tail}'
-        ).encode()
+        n = self.count
+        reason = b'{"type":"length","length":%d}' % n if finished else b"null"
+        tail = self._tail % (n, now - self._arrival)
+        parts = (b'data: {"text":"', self.text, b'","output_ids":[', self.ids, b"]")
+        return b"".join((*parts, self._head, reason, tail))
 
 
 class NativeFormat:
@@ -187,7 +195,7 @@ class NativeFormat:
 
     def add(self, index: int, token: Token) -> None:
         """Record a token."""
-        self._chunks[index].state.add(token)
+        self._chunks[index].add(token)
 
     def events(self, index: int, token: Token, now: float) -> tuple[bytes, ...]:
         """The cumulative event of job ``index``."""

@@ -45,8 +45,19 @@ class OpenAIFormat:
             f'"model":{json_str(model)},"choices":['
             for j in jobs
         ]
-        self._pending = [""] * len(jobs)  # JSON-escaped text not sent yet
+        # Each text event is pre + the new text (JSON-escaped) + post.
+        if chat:
+            opening = '{{"index":{},"delta":{{"reasoning_content":null,"content":"'
+            post = f'"}}{_NEXT}}}\n\n'.encode()
+            self._posts = (post, post)
+        else:
+            opening = '{{"index":{},"text":"'
+            next_post, last_post = (f'"{t},"usage":null}}\n\n'.encode() for t in (_NEXT, _LAST))
+            self._posts = (next_post, last_post)
+        self._pres = [f"data: {h}{opening.format(i)}".encode() for i, h in enumerate(self._heads)]
+        self._pending = [bytearray() for _ in jobs]  # JSON-escaped text not sent yet
         self._tokens = [0] * len(jobs)
+        self._started = [False] * len(jobs)  # a chat stream's first event carries the role
         self._last = 0  # the job whose output came last (SGLang's usage chunk takes its id)
 
     def add(self, index: int, token: Token) -> None:
@@ -57,17 +68,15 @@ class OpenAIFormat:
 
     def events(self, index: int, token: Token, now: float) -> tuple[bytes, ...]:
         """The text since the job's last event (a chat stream's first one has the role first)."""
-        text, self._pending[index] = self._pending[index], ""
+        pending = self._pending[index]
+        event = b"".join((self._pres[index], pending, self._posts[token.finished]))
+        pending.clear()
+        if not self._chat or self._started[index]:
+            return (event,)
+        self._started[index] = True
         head = self._heads[index]
-        if not self._chat:
-            tail = _LAST if token.finished else _NEXT
-            return (sse(f'{head}{{"index":{index},"text":"{text}"{tail},"usage":null}}'),)
-        delta = f'{head}{{"index":{index},"delta":{{"reasoning_content":null,"content":"{text}"}}'
-        content = sse(f"{delta}{_NEXT}}}")
-        if self._jobs[index].sent:
-            return (content,)
         role = f'{head}{{"index":{index},"delta":{{"reasoning_content":null,"role":"assistant"'
-        return sse(f'{role},"content":""}}{_NEXT}}}'), content
+        return sse(f'{role},"content":""}}{_NEXT}}}'), event
 
     def closing(self) -> tuple[bytes, ...]:
         """Chat: a finish chunk per job; then the usage chunk if asked for."""

@@ -6,6 +6,13 @@ catching up when the reader fell behind, see :func:`held_back`), writes it, stam
 the trace, and ends the stream (``[DONE]``) or reports an error the way the format says.
 Response headers go out with the first chunk, so a request the engine refuses before its first
 token still gets a proper HTTP status.
+
+Cost per streamed token is what limits how many streams the simulator can serve on time (see
+``benchmarks/sim_overhead.py``), so the path of a token is kept short: the loop reads the
+engine's stream directly (no generator layers), the formats assemble frames from pieces made
+once per request, and after the headers each event goes to the socket in one ``write`` with its
+HTTP chunk framing (aiohttp's writer costs several microseconds a call on top). Every event is
+still its own HTTP chunk, exactly as aiohttp (and SGLang's server) would frame it.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from aiohttp import web
@@ -23,6 +31,8 @@ from sglbench.sim.service import Job, RequestError, ServerFailure, SimService, T
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 DONE = b"data: [DONE]\n\n"
+_HIGH_WATER = 256 * 1024  # bytes queued for a slow reader before its stream waits
+_DRAIN_POLL_S = 0.005
 
 
 def json_str(text: str) -> str:
@@ -54,6 +64,13 @@ class StreamFormat(Protocol):
         """The events that go out just before ``[DONE]`` (finish or usage chunks, or none)."""
 
 
+class TokenSource(Protocol):
+    """The tokens of a request's jobs as they come: ``(job index, token)``, None at the end."""
+
+    async def next(self) -> tuple[int, Token] | None:
+        """The next token of any job."""
+
+
 def held_back(token: Token, interval: int) -> bool:
     """Whether ``token`` goes out with a later chunk instead of its own.
 
@@ -69,102 +86,169 @@ def held_back(token: Token, interval: int) -> bool:
     return token.more_due or (token.index + 1) % interval != 0
 
 
-async def merged(service: SimService, jobs: list[Job]) -> AsyncGenerator[tuple[int, Token], None]:
-    """Tokens of several jobs as they come, tagged with the job's index."""
-    if len(jobs) == 1:  # the common case: no queue, no extra tasks
-        async with contextlib.aclosing(service.run(jobs[0])) as tokens:
-            async for token in tokens:
-                yield 0, token
-        return
-    queue: asyncio.Queue[tuple[int, Token | BaseException | None]] = asyncio.Queue()
+class _Merged:
+    """Tokens of several jobs (a batch), each job pumped by its own task into one queue."""
 
-    async def pump(i: int, job: Job) -> None:
+    def __init__(self, service: SimService, jobs: list[Job]) -> None:
+        self._queue: asyncio.Queue[tuple[int, Token] | BaseException | None] = asyncio.Queue()
+        self._remaining = len(jobs)
+        self.tasks = [asyncio.create_task(self._pump(service, i, j)) for i, j in enumerate(jobs)]
+
+    async def _pump(self, service: SimService, index: int, job: Job) -> None:
         try:
-            async with contextlib.aclosing(service.run(job)) as tokens:
-                async for token in tokens:
-                    queue.put_nowait((i, token))
-            queue.put_nowait((i, None))
+            async with service.generation(job) as gen:
+                gen.index = index
+                while (item := await gen.next()) is not None:
+                    self._queue.put_nowait(item)
+            self._queue.put_nowait(None)
         except Exception as exc:
-            queue.put_nowait((i, exc))
+            self._queue.put_nowait(exc)
 
-    tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(jobs)]
-    try:
-        remaining = len(jobs)
-        while remaining:
-            i, item = await queue.get()
-            if item is None:
-                remaining -= 1
-            elif isinstance(item, BaseException):
+    async def next(self) -> tuple[int, Token] | None:
+        while self._remaining:
+            item = await self._queue.get()
+            if isinstance(item, BaseException):
                 raise item
-            else:
-                yield i, item
+            if item is not None:
+                return item
+            self._remaining -= 1
+        return None
+
+
+@contextlib.asynccontextmanager
+async def token_source(service: SimService, jobs: list[Job]) -> AsyncIterator[TokenSource]:
+    """The tokens of ``jobs``; leaving the block aborts the jobs that are not done."""
+    if len(jobs) == 1:  # the common case: read the engine's stream directly
+        async with service.generation(jobs[0]) as gen:
+            yield gen
+        return
+    merged = _Merged(service, jobs)
+    try:
+        yield merged
     finally:
-        for task in tasks:
+        for task in merged.tasks:
             task.cancel()
 
 
 class TextState:
-    """Cumulative output of one job, kept JSON-escaped so a chunk costs no re-encoding."""
+    """Cumulative output of one job."""
 
-    __slots__ = ("ids", "ids_json", "text", "text_json")
+    __slots__ = ("ids", "text")
 
     def __init__(self) -> None:
         """Start empty."""
         self.ids: list[int] = []
         self.text = ""
-        self.text_json = ""
-        self.ids_json = ""
 
     def add(self, token: Token) -> None:
         """Append a token."""
         self.ids.append(token.token_id)
         self.text += token.text
-        self.text_json += token.text_json
-        self.ids_json += f",{token.token_id}" if self.ids_json else str(token.token_id)
 
 
 async def collect(service: SimService, jobs: list[Job]) -> list[TextState]:
     """The whole output of every job (non-streaming answers); engine errors propagate."""
     states = [TextState() for _ in jobs]
-    async with contextlib.aclosing(merged(service, jobs)) as tokens:
-        async for i, token in tokens:
+    async with token_source(service, jobs) as tokens:
+        while (item := await tokens.next()) is not None:
+            i, token = item
             states[i].add(token)
             jobs[i].deadlines.append(token.deadline)
     return states
+
+
+class _Sink:
+    """Writes a stream's events: the first through aiohttp (it sends the headers with them),
+    the rest straight to the socket, each event framed as its own HTTP chunk."""
+
+    def __init__(self, request: web.Request, resp: web.StreamResponse) -> None:
+        self._request = request
+        self._resp = resp
+        self._transport: asyncio.Transport | None = None
+        self._chunked = False
+
+    def write(self, events: tuple[bytes, ...]) -> bool:
+        """Write straight to the socket; False if the headers are not out yet (use ``send``).
+
+        Raises:
+            ConnectionResetError: the client closed the connection.
+        """
+        transport = self._transport
+        if transport is None:
+            return False
+        if transport.is_closing():
+            raise ConnectionResetError("the client closed the stream")
+        if not self._chunked:
+            transport.write(b"".join(events))
+        elif len(events) == 1:
+            transport.write(b"%x\r\n%b\r\n" % (len(events[0]), events[0]))
+        else:
+            transport.write(b"".join(b"%x\r\n%b\r\n" % (len(e), e) for e in events))
+        return True
+
+    def backlogged(self) -> bool:
+        """Whether the client reads slower than we write (its socket buffer is full)."""
+        transport = self._transport
+        return transport is not None and transport.get_write_buffer_size() > _HIGH_WATER
+
+    async def drain(self) -> None:
+        """Wait while the client does not keep up (rare: a reader that stalls)."""
+        while self.backlogged():
+            await asyncio.sleep(_DRAIN_POLL_S)
+
+    async def send(self, events: tuple[bytes, ...]) -> None:
+        """Write, then wait while the client does not keep up."""
+        if not self.write(events):
+            await self.send_first(events)
+        await self.drain()
+
+    async def send_first(self, events: tuple[bytes, ...]) -> None:
+        """Prepare the response and write through aiohttp, which sends the headers too."""
+        resp = self._resp
+        if not resp.prepared:
+            await resp.prepare(self._request)
+        for event in events:
+            await resp.write(event)
+        if events:  # the headers are out: from now on, straight to the socket
+            self._chunked = resp.headers.get("Transfer-Encoding") == "chunked"
+            self._transport = self._request.transport
+
+    async def end(self, events: tuple[bytes, ...]) -> None:
+        await self.send(events)
+        await self._resp.write_eof()
 
 
 async def stream_sse(
     request: web.Request, service: SimService, jobs: list[Job], fmt: StreamFormat
 ) -> web.StreamResponse:
     """Stream the jobs' tokens as SSE events in ``fmt``, then ``[DONE]``."""
-    loop = asyncio.get_running_loop()
     resp = web.StreamResponse(headers=SSE_HEADERS)
+    sink = _Sink(request, resp)
     interval = service.args.stream_interval
+    trace = service.tracing
     try:
-        async with contextlib.aclosing(merged(service, jobs)) as tokens:
-            async for i, token in tokens:
+        async with token_source(service, jobs) as tokens:
+            while (item := await tokens.next()) is not None:
+                i, token = item
                 fmt.add(i, token)
-                job = jobs[i]
                 if held_back(token, interval):
-                    job.coalesced += token.more_due
+                    jobs[i].coalesced += token.more_due
                     continue
-                if not resp.prepared:
-                    await resp.prepare(request)
-                for event in fmt.events(i, token, loop.time()):
-                    await resp.write(event)
-                job.sent.append(loop.time())
-                job.deadlines.append(token.deadline)
+                now = time.monotonic()  # the clock of loop.time(), which uvloop caches in ms
+                events = fmt.events(i, token, now)
+                if not sink.write(events):  # no await on the common path
+                    await sink.send_first(events)
+                elif sink.backlogged():
+                    await sink.drain()
+                if trace:
+                    jobs[i].sent.append(time.monotonic())
+                    jobs[i].deadlines.append(token.deadline)
     except (RequestError, EngineStopped) as exc:
         failure = exc if isinstance(exc, RequestError) else ServerFailure(str(exc))
         if not resp.prepared:
             return fmt.error_response(failure)
-        await resp.write(fmt.error_event(failure))
+        await sink.send((fmt.error_event(failure),))
     except ConnectionResetError:
-        return resp  # the client went away; closing the stream aborted the request
-    if not resp.prepared:
-        await resp.prepare(request)  # no token (max_new_tokens 0): still a valid stream
-    for event in fmt.closing():
-        await resp.write(event)
-    await resp.write(DONE)
-    await resp.write_eof()
+        return resp  # the client went away; leaving the source aborted the request
+    await sink.end((*fmt.closing(), DONE))
     return resp

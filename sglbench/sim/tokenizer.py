@@ -155,13 +155,14 @@ def _build(directory: Path) -> None:
 class OutputVocab:
     """The tokens the simulator emits: ids and their text (``text[i]`` is ``ids[i]``'s).
 
-    ``text_json`` is the text already escaped for a JSON string, so streaming a token costs
-    no JSON encoding.
+    ``text_json`` is the text already escaped for a JSON string and ``id_json`` the id in
+    decimal, both as bytes, so streaming a token costs no encoding.
     """
 
     ids: tuple[int, ...]
     text: tuple[str, ...]
-    text_json: tuple[str, ...] = ()
+    text_json: tuple[bytes, ...] = ()
+    id_json: tuple[bytes, ...] = ()
 
 
 class SimTokenizer:
@@ -222,7 +223,8 @@ def _output_vocab(tok: Tokenizer) -> OutputVocab:
     return OutputVocab(
         ids=tuple(i for i, _ in chosen),
         text=tuple(t for _, t in chosen),
-        text_json=tuple(json.dumps(t)[1:-1] for _, t in chosen),
+        text_json=tuple(json.dumps(t, ensure_ascii=False)[1:-1].encode() for _, t in chosen),
+        id_json=tuple(str(i).encode() for i, _ in chosen),
     )
 
 

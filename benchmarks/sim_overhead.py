@@ -160,10 +160,11 @@ async def run_level(
     return streams
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of process ``pid`` so far (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def read_trace(path: Path, rids: set[str], timeout: float = 10.0) -> dict[str, dict[str, Any]]:
@@ -208,7 +209,7 @@ def collect(streams: list[Stream], trace: dict[str, dict[str, Any]]) -> Samples:
     return out
 
 
-def report(concurrency: int, m: Samples, cpu: tuple[float, float, float]) -> None:
+def report(concurrency: int, m: Samples, cpu: tuple[float, float, float, float]) -> None:
     """Print one level's numbers (milliseconds)."""
 
     def ms(values: list[float], q: float = 0.5) -> float:
@@ -218,11 +219,13 @@ def report(concurrency: int, m: Samples, cpu: tuple[float, float, float]) -> Non
     err = [c - i for c, i in zip(m.itl_client, m.itl_intended, strict=True)]
     abs_err = [abs(e) for e in err]
     ttft_err = [c - i for c, i in zip(m.ttft_client, m.ttft_intended, strict=True)]
-    server_cpu, client_cpu, wall = cpu
+    server_user, server_sys, client_cpu, wall = cpu
+    server_cpu = server_user + server_sys
     tokens = len(m.lag) + m.merged
     print(f"\n== {concurrency} concurrent streams, {len(err)} event gaps, {m.merged} merged ==")
     print(
-        f"CPU per streamed token: server {server_cpu / tokens * 1e6:.1f} us, client"
+        f"CPU per streamed token: server {server_cpu / tokens * 1e6:.1f} us (user"
+        f" {server_user / tokens * 1e6:.1f}, system {server_sys / tokens * 1e6:.1f}), client"
         f" {client_cpu / tokens * 1e6:.1f} us; server busy {100 * server_cpu / wall:.0f}% of"
         f" {wall:.2f} s"
     )
@@ -276,11 +279,12 @@ def main() -> None:
         try:
             run(run_level(port, 4, args.input_len, 8, "warmup"))
             for level in args.concurrency:
-                before = (cpu_seconds(sim.pid), time.process_time(), time.monotonic())
+                before = (*cpu_seconds(sim.pid), time.process_time(), time.monotonic())
                 streams = run(run_level(port, level, args.input_len, args.output_len, f"c{level}"))
-                after = (cpu_seconds(sim.pid), time.process_time(), time.monotonic())
+                after = (*cpu_seconds(sim.pid), time.process_time(), time.monotonic())
                 trace = read_trace(trace_path, {s.rid for s in streams})
-                cpu = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
+                cpu = (after[0] - before[0], after[1] - before[1], after[2] - before[2],
+                       after[3] - before[3])  # fmt: skip
                 report(level, collect(streams, trace), cpu)
         finally:
             sim.terminate()

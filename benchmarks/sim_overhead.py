@@ -107,8 +107,7 @@ class _SseProtocol(asyncio.Protocol):
         self._request = request
         self._stream = stream
         self._done = done
-        self._tail = b""
-        self._end = b""
+        self._tail = b""  # the last bytes of the previous segment (shorter than a marker)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._stream.sent = time.monotonic()
@@ -117,13 +116,14 @@ class _SseProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()  # not loop.time(): uvloop's is cached per iteration, in ms
-        window = self._tail + data  # a marker may straddle two segments
-        self._stream.received += [now] * window.count(self._MARK)
-        self._tail = window[-(len(self._MARK) - 1) :]  # too short to hold a whole marker
-        end = self._end + data  # the end, too, may straddle two segments
-        if b"data: [DONE]" in end or b"\r\n0\r\n\r\n" in end:
-            self._transport.close()
-        self._end = end[-16:]
+        # Markers inside this segment, plus one that straddles the previous one (tail + head
+        # is too short to hold a marker that lies wholly on either side).
+        head = self._tail + data[: len(self._MARK) - 1]
+        count = data.count(self._MARK) + head.count(self._MARK)
+        if count:
+            self._stream.received += [now] * count
+        self._tail = data[-(len(self._MARK) - 1) :]
+        # The request asked for Connection: close, so the server ends it after the last chunk.
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._done.done():

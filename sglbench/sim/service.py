@@ -1,7 +1,8 @@
 """The simulator's request path, shared by the native and the OpenAI endpoints.
 
-``SimService.run(job)`` turns one parsed request into a stream of :class:`Token` s, due at the
-engine's deadlines, following the server's role:
+``async with SimService.generation(job) as gen`` admits one parsed request and queues it in the
+engine; ``await gen.next()`` returns its :class:`Token` s at the engine's deadlines, following
+the server's role:
 
 * ``null``: the engine prefills and decodes.
 * ``prefill``: the engine prefills (one token); then the KV transfer is modelled (sleep until

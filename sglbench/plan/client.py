@@ -12,6 +12,8 @@ left as it is and a hub failure becomes a BenchError naming TOKENIZER_PATH.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from sglbench.errors import ConfigError
 from sglbench.plan.workload import workload_notes
 from sglbench.plan.workload_checks import check_workload
 from sglbench.settings import Settings
+from sglbench.sim.config import DEFAULT_TOKENIZER_DIR, tokenizer_ready
 
 SHAREGPT_REPO = "anon8231489123/ShareGPT_Vicuna_unfiltered"
 SHAREGPT_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"
@@ -82,16 +85,25 @@ def _tokenizer(settings: Settings, dry_run: bool) -> tuple[tuple[str, ...], bool
             return (), True
         return (), _hub_cached(name, "tokenizer_config.json")
     if settings.simulate:
-        from sglbench.sim import tokenizer
-
+        where = DEFAULT_TOKENIZER_DIR.expanduser()
         # A dry run only shows the path; building the tokenizer writes a cache.
-        where = (tokenizer.DEFAULT_TOKENIZER_DIR.expanduser() if dry_run
-                 else tokenizer.ensure_offline_tokenizer())
+        if not dry_run and not tokenizer_ready(where):
+            _build_offline_tokenizer(where)
         return ("--tokenizer", str(where)), True
     model = settings.model_path
     if _looks_like_path(model):
         return (), Path(model).expanduser().is_dir()
     return (), _hub_cached(model, "tokenizer_config.json")
+
+
+def _build_offline_tokenizer(where: Path) -> None:
+    """The simulator's offline tokenizer, built once by the simulator's own module."""
+    done = subprocess.run([sys.executable, "-m", "sglbench.sim.tokenizer", str(where)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0 or not tokenizer_ready(where):
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigError(f"SIMULATE=true: the simulator's offline tokenizer could not be built "
+                          f"in {where} ({last}); check that directory is writable")
 
 
 def client_setup(settings: Settings, *, dry_run: bool = False) -> ClientSetup:

@@ -138,7 +138,7 @@ def check_cross_fields(settings: Settings) -> None:
 
 def _check_sim_args(s: Settings) -> None:
     """SIM_ARGS through the simulator's own parser, so a bad flag fails before anything starts."""
-    from sglbench.sim.cli import parse_args  # the simulator's parser, only when simulating
+    from sglbench.sim.config import parse_args  # the simulator's own parser (a leaf module)
 
     try:
         parse_args(["--sim-profile", s.sim_profile, *shlex.split(s.sim_args)])

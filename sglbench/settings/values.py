@@ -12,7 +12,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from sglbench.sim.profiles import PROFILE_NAMES
+from sglbench.sim.config import PROFILE_NAMES
 from sglbench.types import parse_topology  # TODO(merge sim-front): sim.config
 
 

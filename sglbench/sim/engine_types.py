@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from sglbench.errors import ConfigError
 from sglbench.sim import timing
+from sglbench.sim.config import Role as Role  # defined in config; re-exported for the engine
 from sglbench.sim.profiles import Profile
 from sglbench.sim.resources import SharedGpu, StreamPath
-
-Role = Literal["null", "prefill", "decode"]
 
 DEFAULT_MEM_FRACTION = 0.9  # --mem-fraction-static when not given (the reference runs used it)
 

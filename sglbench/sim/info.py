@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sglbench import __version__
-from sglbench.sim.cli import SimArgs
+from sglbench.sim.config import SimArgs
 from sglbench.sim.engine import DEFAULT_CHUNKED_PREFILL_SIZE, DEFAULT_MEM_FRACTION, Engine
 
 SGLANG_API_VERSION = "0.5.23"  # the SGLang release whose API the simulator follows

@@ -6,7 +6,8 @@ SGLang labels every series with ``model_name`` and ``engine_type`` (``unified``,
 
 from __future__ import annotations
 
-from sglbench.sim.engine import EngineStats, Role
+from sglbench.sim.config import Role
+from sglbench.sim.engine import EngineStats
 
 _ENGINE_TYPE: dict[Role, str] = {"null": "unified", "prefill": "prefill", "decode": "decode"}
 

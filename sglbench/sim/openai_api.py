@@ -2,48 +2,31 @@
 ``/v1/chat/completions`` (streaming and not), in the format SGLang serves them.
 
 Chat prompts are rendered with Qwen's ChatML template before counting tokens, as SGLang applies
-the model's chat template. Streams send one chunk per token; a usage-only chunk
-(``choices: []``) only when ``stream_options.include_usage`` asks for it, then ``[DONE]``.
-Errors use SGLang's OpenAI error body: ``{"object": "error", "message", "type", "param",
-"code"}``.
+the model's chat template. Streams and error bodies are in :mod:`sglbench.sim.openai_format`;
+requests are checked as :mod:`sglbench.sim.protocol` says.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import time
-import uuid
 from typing import Any
 
 from aiohttp import web
 
 from sglbench.sim.engine import EngineStopped
+from sglbench.sim.openai_format import OpenAIFormat, openai_error
 from sglbench.sim.protocol import (
     DEFAULT_MAX_NEW_TOKENS,
-    SSE_HEADERS,
-    TextState,
-    UserError,
-    as_object,
+    InvalidBody,
     check_sampling,
-    collect,
-    held_back,
-    int_field,
+    lax_int,
     make_jobs,
-    merged,
+    parse_body,
     prompt_lengths,
+    stream_flag,
 )
-from sglbench.sim.service import BadRequest, Job, NotReady, ServerFailure, SimService
-
-
-def openai_error(exc: BadRequest | NotReady | ServerFailure) -> web.Response:
-    """SGLang's OpenAI-style error response."""
-    kind = {400: "BadRequestError", 503: "ServiceUnavailableError"}.get(
-        exc.status, "InternalServerError"
-    )
-    body = {"object": "error", "message": str(exc), "type": kind, "param": None, "code": exc.status}
-    return web.json_response(body, status=exc.status)
+from sglbench.sim.service import BadRequest, Job, RequestError, ServerFailure, SimService
+from sglbench.sim.stream import TextState, collect, stream_sse
 
 
 def add_routes(app: web.Application, service: SimService) -> None:
@@ -80,59 +63,82 @@ def _models(service: SimService) -> dict[str, Any]:
     }
 
 
+# Roles of SGLang's ChatCompletionMessageGenericParam (case-insensitive; content optional);
+# "user" messages must have content.
+_OTHER_ROLES = ("system", "assistant", "tool", "function", "developer", "latest_reminder", "root")
+
+
+def _message_text(m: Any, i: int) -> tuple[str, str]:
+    """Role and text of message ``i``, checked as SGLang's chat message models check them."""
+    if not isinstance(m, dict):
+        raise InvalidBody(f"messages.{i}: Input should be an object")
+    role, content = m.get("role"), m.get("content")
+    if not isinstance(role, str):
+        raise InvalidBody(f"messages.{i}.role: Field required (a string)")
+    if role != "user" and role.lower() not in _OTHER_ROLES:
+        allowed = ", ".join(repr(r) for r in ("user", *_OTHER_ROLES))
+        raise InvalidBody(f"messages.{i}.role: 'role' must be one of {allowed}")
+    if content is None and role == "user":
+        raise InvalidBody(f"messages.{i}.content: Field required")
+    if isinstance(content, list):  # OpenAI content parts; this model reads text parts only
+        if not all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in content):
+            raise InvalidBody(
+                f"messages.{i}.content: every part must be a text part"
+                ' ({"type": "text", "text": ...}); the simulated model reads text only'
+            )
+        content = "".join(p["text"] for p in content)
+    if content is not None and not isinstance(content, str):
+        raise InvalidBody(f"messages.{i}.content: Input should be a string or a list of parts")
+    return (role if role == "user" else role.lower()), content or ""
+
+
 def _chat_prompt(messages: Any) -> str:
     """ChatML text of the messages (Qwen's template), ending with the assistant turn."""
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages must be a non-empty list of {role, content} objects")
-    parts = []
-    for m in messages:
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise BadRequest("every message needs a string 'role' and a 'content'")
-        content = m.get("content")
-        if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        parts.append(f"<|im_start|>{m['role']}\n{content or ''}<|im_end|>\n")
-    return "".join(parts) + "<|im_start|>assistant\n"
+    if not isinstance(messages, list):
+        raise InvalidBody("messages: Field required (a list of {role, content} objects)")
+    if not messages:
+        raise BadRequest("Messages cannot be empty.")
+    parts = [_message_text(m, i) for i, m in enumerate(messages)]
+    turns = "".join(f"<|im_start|>{role}\n{text}<|im_end|>\n" for role, text in parts)
+    return turns + "<|im_start|>assistant\n"
 
 
 def _parse(service: SimService, body: dict[str, Any], chat: bool) -> tuple[list[Job], bool]:
-    check_sampling(body)
+    check_sampling(body, InvalidBody)
     if chat:
         lengths = [service.tokenizer.count(_chat_prompt(body.get("messages")))]
         key = (
             "max_completion_tokens"
             if body.get("max_completion_tokens") is not None
-            else ("max_tokens")
+            else "max_tokens"
         )
-        max_new = int_field(body, key, DEFAULT_MAX_NEW_TOKENS, 0)
+        max_new = lax_int(body, key, DEFAULT_MAX_NEW_TOKENS)
+        if max_new < 0:
+            raise BadRequest(f"max_new_tokens must be at least 0, got {max_new}.")
     else:
         if body.get("prompt") is None:
-            raise BadRequest("prompt is required")
-        lengths, _ = prompt_lengths(service, body["prompt"], "prompt")
-        max_new = int_field(body, "max_tokens", 16, 0)  # OpenAI's completions default
-    n = int_field(body, "n", 1, 1)
-    if n != 1:
+            raise InvalidBody("prompt: Field required")
+        lengths, _ = prompt_lengths(service, body["prompt"], "prompt", text=True, ids=True)
+        max_new = lax_int(body, "max_tokens", 16)  # OpenAI's completions default
+        if max_new <= 0:
+            raise InvalidBody("max_tokens: Value error, max_tokens must be positive")
+    if lax_int(body, "n", 1) != 1:
         raise BadRequest("the simulator supports n=1 only")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise BadRequest(f"stream must be true or false, got {stream!r}")
+    stream = stream_flag(body, InvalidBody)
     return make_jobs(service, body, lengths, [max_new] * len(lengths)), stream
 
 
 async def _handle(request: web.Request, service: SimService, chat: bool) -> web.StreamResponse:
     try:
-        raw = await request.read()
-        try:
-            body = as_object(json.loads(raw))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+        body = parse_body(await request.read())
         jobs, stream = _parse(service, body, chat)
     except BadRequest as exc:
         return openai_error(exc)
     shape = _Shape(service, body, chat, jobs)
     try:
         if stream:
-            return await _stream(request, service, jobs, shape)
+            fmt = OpenAIFormat(jobs, chat, shape.created, shape.model, shape.include_usage)
+            return await stream_sse(request, service, jobs, fmt)
         return await _collect(service, jobs, shape)
     finally:
         for job in jobs:
@@ -147,11 +153,10 @@ class _Shape:
     ) -> None:
         self.chat = chat
         self.jobs = jobs
-        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        self.id = jobs[0].rid  # SGLang: the first output's rid
         self.created = int(time.time())
-        self.model = (
-            body.get("model") if isinstance(body.get("model"), str) else (service.args.model_name)
-        )
+        model = body.get("model")
+        self.model = model if isinstance(model, str) else "default"  # SGLang's default name
         self.object = "chat.completion" if chat else "text_completion"
         options = body.get("stream_options")
         self.include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
@@ -160,28 +165,6 @@ class _Shape:
         prompt = sum(j.prompt_len for j in self.jobs)
         done = sum(completion)
         return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
-
-    def chunk(self, index: int, piece: str, first: bool, finished: bool) -> dict[str, Any]:
-        reason = "length" if finished else None
-        if self.chat:
-            delta: dict[str, Any] = (
-                {"role": "assistant", "content": piece} if first else {"content": piece}
-            )
-            choice: dict[str, Any] = {
-                "index": index,
-                "delta": delta,
-                "logprobs": None,
-                "finish_reason": reason,
-            }
-        else:
-            choice = {"index": index, "text": piece, "logprobs": None, "finish_reason": reason}
-        return {
-            "id": self.id,
-            "object": self.object + (".chunk" if self.chat else ""),
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-        }
 
     def final(self, states: list[TextState]) -> dict[str, Any]:
         choices = []
@@ -222,56 +205,10 @@ class _Shape:
         }
 
 
-async def _stream(
-    request: web.Request, service: SimService, jobs: list[Job], shape: _Shape
-) -> web.StreamResponse:
-    loop = asyncio.get_running_loop()
-    resp = web.StreamResponse(headers=SSE_HEADERS)
-    states = [TextState() for _ in jobs]
-    pending = [""] * len(jobs)
-    interval = service.args.stream_interval
-    try:
-        async with contextlib.aclosing(merged(service, jobs)) as tokens:
-            async for i, token in tokens:
-                states[i].add(token)
-                pending[i] += token.text
-                if held_back(token, interval):  # stream interval, or merged when behind
-                    jobs[i].coalesced += token.more_due
-                    continue
-                first = not jobs[i].sent
-                chunk = shape.chunk(i, pending[i], first, token.finished)
-                pending[i] = ""
-                if not resp.prepared:
-                    await resp.prepare(request)
-                await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-                jobs[i].sent.append(loop.time())
-                jobs[i].deadlines.append(token.deadline)
-    except (*UserError, EngineStopped) as exc:
-        failure = exc if isinstance(exc, UserError) else ServerFailure(str(exc))
-        if not resp.prepared:
-            return openai_error(failure)
-        error = {"error": {"object": "error", "message": str(exc), "code": failure.status}}
-        await resp.write(b"data: " + json.dumps(error).encode() + b"\n\n")
-    except ConnectionResetError:
-        return resp
-    if not resp.prepared:
-        await resp.prepare(request)
-    if shape.include_usage:
-        usage = {
-            **shape.chunk(0, "", False, False),
-            "choices": [],
-            "usage": shape.usage([len(s.ids) for s in states]),
-        }
-        await resp.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
-    await resp.write(b"data: [DONE]\n\n")
-    await resp.write_eof()
-    return resp
-
-
 async def _collect(service: SimService, jobs: list[Job], shape: _Shape) -> web.Response:
     try:
         states = await collect(service, jobs)
-    except UserError as exc:
+    except RequestError as exc:
         return openai_error(exc)
     except EngineStopped as exc:
         return openai_error(ServerFailure(str(exc)))

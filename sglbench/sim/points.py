@@ -119,10 +119,20 @@ def _workload(row: dict[str, Any], meta: dict[str, Any], where: str) -> Workload
 
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(p for p in path.rglob("*.jsonl") if p.is_file())
+        return sorted(p for p in path.rglob("*.jsonl") if p.is_file() and _is_rows(p))
     if path.is_file():
         return [path]
     raise ConfigError(f"--path {path}: no such file or directory")
+
+
+def _is_rows(path: Path) -> bool:
+    """In a harness run directory only its modes' files hold result rows (not metrics.jsonl,
+    not the <mode>.failed.jsonl of points whose requests failed)."""
+    modes = _metadata(path).get("modes")
+    if not isinstance(modes, list):
+        return True
+    names = {m.get("name") if isinstance(m, dict) else m for m in modes}
+    return path.stem in names
 
 
 def load_points(paths: list[Path]) -> list[Point]:

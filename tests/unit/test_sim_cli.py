@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sglbench.errors import ConfigError
-from sglbench.sim.cli import SimArgs, main, parse_args
+from sglbench.sim.cli import main
+from sglbench.sim.config import SimArgs, parse_args
 
 
 def test_defaults_are_sglangs() -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sglbench.sim.protocol import held_back
 from sglbench.sim.service import Token
+from sglbench.sim.stream import held_back
 
 
 def token(index: int, finished: bool = False, more_due: bool = False) -> Token:
-    return Token(index, 100 + index, "a", "a", finished, 1.0 + index, more_due)
+    return Token(index, 100 + index, "a", b"a", str(100 + index).encode(), finished, 1.0 + index,
+                 more_due)  # fmt: skip
 
 
 def test_every_token_gets_its_own_chunk_when_the_server_keeps_up() -> None:

@@ -22,7 +22,7 @@ from tests.conftest import REPO, free_ports, offline_env
 
 INVOKE = [sys.executable, "-m", "invoke"]
 TASKS = {"setup", "config", "agg", "prefill", "decode", "pd-router", "bench", "plot", "report",
-         "status", "logs", "down", "compare", "submit", "demo"}  # fmt: skip
+         "status", "logs", "down", "compare", "submit", "demo", "calibrate", "predict"}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -141,3 +141,29 @@ def test_ctrl_c_in_a_capacity_search_resumes_without_measuring_a_rate_twice(
     assert record is not None and {c.mode for c in record.capacity} == {"agg_x2", "pd"}
     assert all(c.done for c in record.capacity)
     assert_nothing_left(settings, run_dir)
+
+
+@pytest.mark.parametrize(("workload", "winner"), [
+    # Long prompts, a tight per-token target: aggregated serving stalls its decodes for every
+    # prefill; the decode GPU of 1P1D never does (the prediction: about 1.5x PD's way).
+    ({"BENCH_INPUT_LEN": "2048", "BENCH_OUTPUT_LEN": "256", "BENCH_SLO_TPOT_MS": "40",
+      "BENCH_SLO_TTFT_MS": "6000"}, "pd"),
+    # Short prompts, a loose target: two full servers beat one decode GPU (about 4x agg's way).
+    ({"BENCH_INPUT_LEN": "128", "BENCH_OUTPUT_LEN": "256", "BENCH_SLO_TPOT_MS": "200",
+      "BENCH_SLO_TTFT_MS": "6000"}, "agg_x2"),
+], ids=["long-prompts-tight-itl", "short-prompts-loose-slo"])  # fmt: skip
+def test_the_verdict_names_the_winner_each_workload_calls_for(
+    tmp_path: Path, workload: dict[str, str], winner: str
+) -> None:
+    """Equal budget (agg x2 vs 1P1D); goodput per GPU from the client's per-request attainment.
+    The simulator runs 2x slower than its GPU (the targets above are scaled with it) so that
+    this shared machine does not become the limit."""
+    settings = block_settings(tmp_path, BENCH_RANGE_RATIO="1", BENCH_NUM_PROMPTS="48",
+                              BENCH_MAX_CONCURRENCY="16,32", ROUTER_IMPL="smg",
+                              ROUTER_POLICY="round_robin", SIM_ARGS="--sim-time-scale 2",
+                              **workload)  # fmt: skip
+    run_dir = compare(settings, topologies=["aggx2", "1p1d"], console=recording_console()[0])
+    (verdict,) = verdict_lines([run_dir], settings.bench_slo_ttft_ms, settings.bench_slo_tpot_ms)
+    lead = verdict.split(": at 2 GPUs, ", 1)[1]
+    assert lead.startswith(f"{winner} sustains "), verdict
+    assert "good req/s per GPU" in verdict and "checked on each request's TPOT" in verdict

@@ -24,12 +24,13 @@ from rich.console import Console
 from rich.table import Table
 
 from sglbench.errors import ConfigError, SglbenchError
-from sglbench.execute import deploy
-from sglbench.execute.runtime import Instance
 from sglbench.settings import ENV_FILE_VAR, LoadedSettings, Settings, load_settings
 from sglbench.types import BENCH_MODES, BenchMode, Role
 
-if TYPE_CHECKING:  # pandas-backed; imported only by the tasks that read results
+if TYPE_CHECKING:
+    # Imported by the task bodies that need them, so that `invoke bench` and `invoke plot`
+    # start without the runtimes, httpx (deploy) or pandas (results).
+    from sglbench.execute.runtime import Instance
     from sglbench.results.checks import Finding
 
 DEBUG_VAR = "SGLBENCH_DEBUG"
@@ -212,6 +213,8 @@ def result_inputs(settings: Settings, paths: Sets) -> list[Path]:
 
 def up_role_task(settings: Settings, role: Role, *, dry_run: bool, pull: bool) -> None:
     """``invoke agg|prefill|decode``: start every worker of ``role`` and wait until ready."""
+    from sglbench.execute import deploy
+
     if dry_run:
         print_lines(deploy.describe_role(settings, role))
         return
@@ -224,6 +227,8 @@ def up_role_task(settings: Settings, role: Role, *, dry_run: bool, pull: bool) -
 
 def down_task(settings: Settings, *, dry_run: bool) -> None:
     """``invoke down``: stop what we started (``--dry-run``: say what would be stopped)."""
+    from sglbench.execute import deploy
+
     if not dry_run:
         deploy.down(settings, console())
         return

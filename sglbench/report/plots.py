@@ -1,21 +1,27 @@
 """PNG plots of benchmark results (matplotlib, no display needed).
 
 Figures are built on ``matplotlib.figure.Figure`` directly, never through pyplot's global state,
-so nothing depends on a GUI backend and figures are freed as soon as they are saved.
+so nothing depends on a GUI backend and figures are freed as soon as they are saved. Each figure
+is built and saved by one job, and the jobs run on all cores (``side_by_side``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from matplotlib import rcParams
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.lines import Line2D
 
 from sglbench.report.analysis import goodput
+from sglbench.report.side_by_side import run_side_by_side
 from sglbench.report.tables import summary_table
 
 BY_TAG_FILES = ("throughput_by_tag.png", "e2e_latency_by_tag.png")
@@ -42,27 +48,40 @@ def plot_by_tag(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     table = summary_table(df)
     labels = [f"{t} [{m}]" for t, m in zip(table["tag"], table["mode"], strict=True)]
-    throughput = _bars(
-        labels,
-        {"output tok/s": table["output_throughput"], "total tok/s": table["total_throughput"]},
-        "Throughput by tag",
-        "tokens / s",
-    )
-    latency = _bars(
-        labels,
-        {"mean E2E (ms)": table["mean_e2e_ms"], "mean TTFT (ms)": table["mean_ttft_ms"]},
-        "Latency by tag",
-        "milliseconds",
-    )
+    charts = (
+        ({"output tok/s": table["output_throughput"], "total tok/s": table["total_throughput"]},
+         "Throughput by tag", "tokens / s"),
+        ({"mean E2E (ms)": table["mean_e2e_ms"], "mean TTFT (ms)": table["mean_ttft_ms"]},
+         "Latency by tag", "milliseconds"),
+    )  # fmt: skip
     paths = [out_dir / name for name in BY_TAG_FILES]
-    for figure, path in zip((throughput, latency), paths, strict=True):
-        figure.savefig(path, dpi=_DPI, bbox_inches="tight", pil_kwargs=_PNG)
+
+    def save(path: Path, series: dict[str, pd.Series], title: str, unit: str) -> None:
+        _save_constrained_tight(_bars(labels, series, title, unit), path)
+
+    run_side_by_side([functools.partial(save, path, *chart)
+                      for path, chart in zip(paths, charts, strict=True)])  # fmt: skip
     return paths
+
+
+def _save_constrained_tight(figure: Figure, path: Path) -> None:
+    """``savefig(bbox_inches="tight")`` of a figure in constrained layout, one draw cheaper.
+
+    savefig lays such a figure out by drawing all of it without rendering, takes the tight box,
+    then draws it again to render. Running the same layout engine directly on the same renderer
+    and handing savefig the box skips that first draw and gives the same pixels, in about a
+    fifth less time (tens of labels make each draw expensive).
+    """
+    renderer = FigureCanvasAgg(figure).get_renderer()  # type: ignore[no-untyped-call]
+    ConstrainedLayoutEngine().execute(figure)
+    box = figure.get_tightbbox(renderer).padded(rcParams["savefig.pad_inches"])
+    figure.savefig(path, dpi=_DPI, bbox_inches=box, pil_kwargs=_PNG)
 
 
 def _bars(labels: Sequence[str], series: dict[str, pd.Series], title: str, unit: str) -> Figure:
     height = max(3.0, 0.45 * len(labels) * len(series) / 2 + 1.5)
-    figure = Figure(figsize=(10, height), layout="constrained")
+    # Laid out (constrained) when saved: _save_constrained_tight.
+    figure = Figure(figsize=(10, height), dpi=_DPI)
     ax = figure.add_subplot()
     width = 0.8 / len(series)
     for i, (name, values) in enumerate(series.items()):
@@ -120,12 +139,15 @@ def plot_sweeps(
     else:
         frame = points
     colors = series_colors(points)
-    paths: dict[str, Path] = {}
-    for name, (title, ylabel, draw) in figures.items():
+    paths = {name: out_dir / f"{name}.png" for name in figures}
+
+    def save(name: str) -> None:
+        title, ylabel, draw = figures[name]
         xlabel = "tokens / s per user (1000 / mean TPOT)" if name == "pareto" else "max concurrency"
         figure = _panels(frame, colors, draw, title, xlabel, ylabel)
-        paths[name] = out_dir / f"{name}.png"
         figure.savefig(paths[name], dpi=_DPI, pil_kwargs=_PNG)
+
+    run_side_by_side([functools.partial(save, name) for name in figures])
     return paths
 
 

@@ -11,11 +11,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 from rich.console import Console
 
 from sglbench.errors import ResultsError
-from sglbench.report import ReportPaths, build_report, plot_by_tag, print_summary, summary_table
+from sglbench.report import (
+    ReportPaths,
+    build_report,
+    plot_by_tag,
+    plots,
+    print_summary,
+    summary_table,
+)
 from sglbench.results.load import load_results
 from sglbench.settings import ENV_FILE_VAR, KEYS
 from tests.conftest import REFERENCE, needs_reference
@@ -74,6 +83,18 @@ def test_plot_by_tag_writes_the_two_pngs(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["throughput_by_tag.png", "e2e_latency_by_tag.png"]
     for path in paths:
         assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 20_000
+
+
+def test_the_one_draw_tight_save_draws_what_savefig_tight_draws(tmp_path: Path) -> None:
+    """plot_by_tag lays its figures out itself to save a draw: the PNG must not change."""
+    table = summary_table(load_results([REFERENCE]))
+    args = (list(table["tag"]), {"output tok/s": table["output_throughput"]}, "T", "tok/s")
+    plots._save_constrained_tight(plots._bars(*args), tmp_path / "fast.png")
+    reference = plots._bars(*args)
+    reference.set_layout_engine("constrained")
+    reference.savefig(tmp_path / "savefig.png", dpi=100, bbox_inches="tight")
+    fast, expected = (np.asarray(Image.open(tmp_path / n)) for n in ("fast.png", "savefig.png"))
+    assert fast.shape == expected.shape and (fast == expected).all()
 
 
 def test_compat_script_prints_table_and_plots_into_the_results_dir(tmp_path: Path) -> None:

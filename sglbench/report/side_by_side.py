@@ -14,6 +14,7 @@ directory that cannot be written) is raised exactly as if it had run here.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -46,6 +47,10 @@ def run_side_by_side(jobs: Sequence[Job]) -> None:
         return
     sys.stdout.flush()  # a copy must not write out what this process had buffered
     sys.stderr.flush()
+    # As the gc module's documentation advises before a fork without exec: the copies' GC then
+    # leaves the objects they inherit alone, instead of copying their memory pages to mark them.
+    frozen = gc.get_freeze_count()
+    gc.freeze()
     children: dict[int, list[Job]] = {}
     failed: list[Job] = []
     try:
@@ -67,6 +72,8 @@ def run_side_by_side(jobs: Sequence[Job]) -> None:
             _, status = os.waitpid(pid, 0)
             if os.waitstatus_to_exitcode(status) != 0:
                 failed += share
+        if not frozen:
+            gc.unfreeze()
     for job in failed:
         job()
 

@@ -5,6 +5,9 @@ environment, then ``--set KEY=VALUE``), calls one sglbench function and prints; 
 machinery and the longer task bodies are ``sglbench.commands``. A user error is one line and a
 non-zero exit (SGLBENCH_DEBUG=1 shows the traceback). ``invoke --list`` and
 ``invoke --help TASK`` describe every task and argument.
+
+Each task imports the machinery it needs in its body: importing this file (every task's start)
+stays light, so `invoke bench` starts the bench client a fraction of a second after launch.
 """
 
 from __future__ import annotations
@@ -16,9 +19,6 @@ from invoke.context import Context
 
 from sglbench import commands as cli
 from sglbench.commands import Sets, load, sgl_task
-from sglbench.execute import deploy
-from sglbench.execute.runs import acquire
-from sglbench.plan.topology import from_settings
 
 DEMO_ENV = Path(__file__).parent / "examples" / "demo.env"
 
@@ -68,6 +68,10 @@ def pd_router(
     c: Context, set_: Sets = None, dry_run: bool = False, detach: bool = False
 ) -> None:
     """PD router in front of prefill and decode; foreground (Ctrl-C stops it) unless --detach."""
+    from sglbench.execute import deploy
+    from sglbench.execute.runs import acquire
+    from sglbench.plan.topology import from_settings
+
     settings = cli.in_allocation(load(set_).settings)  # Slurm: the workers' nodes
     if dry_run:
         cli.print_lines(deploy.describe_mode(settings, from_settings(settings, "pd"))[-1:])
@@ -128,6 +132,8 @@ def report(
 @sgl_task(dry_run=False)
 def status(c: Context, set_: Sets = None) -> None:
     """What this project started and whether it still runs."""
+    from sglbench.execute import deploy
+
     cli.console().print(cli.status_table(deploy.status(load(set_).settings)))
 
 

@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sglbench.errors import ConfigError, ServerError
-from sglbench.execute import deploy
-from sglbench.execute.runs import acquire, live_runs, release
-from sglbench.execute.runtimes import check_start
 from sglbench.plan.topology import run_topologies
 from sglbench.settings import Settings
 from sglbench.types import Role
 
-if TYPE_CHECKING:  # pandas-backed; imported only by the tasks that read results
+# The runtimes (docker SDK, httpx) and the results (pandas) are imported by the bodies that use
+# them: `invoke bench` and `invoke plot` start without them.
+if TYPE_CHECKING:
     from sglbench.results.checks import Finding
 
 from sglbench.commands.machinery import (
@@ -33,6 +32,10 @@ from sglbench.commands.machinery import (
 
 def up_role_task(settings: Settings, role: Role, *, dry_run: bool, pull: bool) -> None:
     """``invoke agg|prefill|decode``: start every worker of ``role`` and wait until ready."""
+    from sglbench.execute import deploy
+    from sglbench.execute.runs import acquire
+    from sglbench.execute.runtimes import check_start
+
     settings = in_allocation(settings)
     if dry_run:
         print_lines(deploy.describe_role(settings, role))
@@ -64,6 +67,9 @@ def down_task(settings: Settings, *, run_id: str = "", dry_run: bool) -> None:
 
     ``--dry-run`` says what would be stopped. The runs stopped release what they held.
     """
+    from sglbench.execute import deploy
+    from sglbench.execute.runs import live_runs, release
+
     if not dry_run:
         if run_id and run_id not in live_runs(settings) and not any(
                 i.run_id == run_id for i in deploy.status(settings)):
@@ -105,6 +111,7 @@ def compare_task(settings: Settings, modes: str | None, resume: str, force: bool
     settings = in_allocation(settings)
     # compare imports the bench client machinery; keep `invoke --list` and the rest quick.
     from sglbench.execute import compare
+    from sglbench.execute.runtimes import check_start
 
     if not dry_run:  # an allocation, nodes, a container tool: before anything is written
         check_start(settings, run_topologies(settings, modes=mode_list,
@@ -143,7 +150,8 @@ def submit_task(settings: Settings, compare_args: Sequence[str], *, modes: str |
     """``invoke submit``: ``invoke compare COMPARE_ARGS`` as a batch job (``dry_run``: print
     the script); the script's path and the job id are printed.
     """
-    from sglbench.execute import slurm_jobs
+    from sglbench.execute import deploy, slurm_jobs
+
 
     plan = run_topologies(settings, modes=[] if modes is None else split_modes(modes),
                           topologies=split_modes(topologies) if topologies else [],
@@ -165,6 +173,8 @@ def submit_task(settings: Settings, compare_args: Sequence[str], *, modes: str |
 
 def log_lines(settings: Settings, name: str, *, follow: bool) -> Iterator[str]:
     """``invoke logs NAME``: a server or the router, or ``job``/``job-<id>`` (a submitted job)."""
+    from sglbench.execute import deploy
+
     if name == "job" or (name.startswith("job-") and name[4:].isdigit()):
         from sglbench.execute.slurm_jobs import job_log_lines
 

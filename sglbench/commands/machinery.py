@@ -7,6 +7,7 @@ tables of ``config`` and ``status``, and the argument parsers. Only this package
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import os
 import sys
@@ -21,12 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 from sglbench.errors import ConfigError, SglbenchError
-from sglbench.execute.runtime import Instance
 from sglbench.settings import ENV_FILE_VAR, LoadedSettings, Settings, load_settings
 from sglbench.types import BENCH_MODES, BenchMode
 
-if TYPE_CHECKING:  # pandas-backed; imported only by the tasks that read results
-    pass
+if TYPE_CHECKING:
+    # Imported where needed, so that `invoke bench` and `invoke plot` start without the
+    # runtimes, httpx (deploy) or pandas (results).
+    from sglbench.execute.runtime import Instance
 
 DEBUG_VAR = "SGLBENCH_DEBUG"
 # Repeatable options (--set, --path): invoke gives a list, or None when not given.
@@ -152,6 +154,9 @@ def sgl_task(*, dry_run: bool = True, **help_: str) -> Callable[[Callable[..., N
             with user_errors():
                 body(*args, **kwargs)
                 sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            # The process exits next: spare the interpreter's exit a collection over every
+            # object alive (pandas and matplotlib make that a third of a second).
+            gc.freeze()
 
         params = list(inspect.signature(body).parameters)
         names = {p.strip("_").replace("_", "-") for p in params}

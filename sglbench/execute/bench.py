@@ -26,8 +26,8 @@ from rich.table import Table
 from sglbench.display import number
 from sglbench.errors import BenchError
 from sglbench.execute.client_worker import TAIL_LINES, BenchWorker, PointOutcome
+from sglbench.execute.logs import tail
 from sglbench.execute.observe import PointObserver
-from sglbench.execute.process import tail
 from sglbench.execute.target import Target, detect_target, planned_target
 from sglbench.plan.bench import BENCH_MODULE, bench_args
 from sglbench.plan.client import ClientSetup, client_setup, planned_client
@@ -244,13 +244,14 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
             console.print(line, soft_wrap=True, highlight=False, markup=False)
         return output_file
     client = client_setup(settings)
-    target = with_endpoints(settings, detect_target(settings, base_url, mode))
-    console.print(f"benchmarking the {target.what} at {target.base_url} "
-                  f"({'PD' if target.pd else 'aggregated'}), {len(points)} point(s) -> "
-                  f"{output_file}")
     logs = Path(settings.run_dir) / "bench"
+    # The client's import (about 10 s) starts first; finding the target overlaps with it.
     worker = start_worker(settings, client, logs / "client-worker.log")
     try:
+        target = with_endpoints(settings, detect_target(settings, base_url, mode))
+        console.print(f"benchmarking the {target.what} at {target.base_url} "
+                      f"({'PD' if target.pd else 'aggregated'}), {len(points)} point(s) -> "
+                      f"{output_file}")  # fmt: skip
         with console.status("loading SGLang's bench client ..."):
             worker.wait_ready()
         # A single bench stops at the first failure, as the scripts did.
@@ -258,7 +259,9 @@ def run_bench(settings: Settings, *, tag: str, base_url: str | None = None,
                              tag_of=lambda p: bench_tag(tag, p, single), output_file=output_file,
                              logs=logs, console=console, title=tag, on_result=lambda r: r.ok)
     finally:
-        worker.close()
+        # Idle after the last point, the worker exits at end of input; the table and this
+        # process's own exit need not wait for that.
+        worker.close(wait=False)
     console.print(results_table(results, f"results -> {output_file}",
                                 settings.bench_num_prompts))
     failed = [r for r in results if not r.ok]

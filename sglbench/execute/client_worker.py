@@ -27,6 +27,11 @@ skew the figure on short points. The Rust client runs the whole point in native 
 the whole call is measured (phase ``whole``). The share of the whole host's CPU that was busy
 over the same span is reported too: a saturated host starves the load generator even when the
 client itself is far from one core. The client's tokenizer is loaded once per worker.
+
+At end of input the worker exits at once (``os._exit``, after flushing): unloading torch and
+the rest at interpreter exit costs a few seconds of CPU that a finished run does not need.
+Before SGLang's client, the worker imports only the standard library, psutil and leaf modules
+of sglbench (no settings, no pydantic): that time is on every bench's critical path.
 """
 
 from __future__ import annotations
@@ -47,12 +52,15 @@ from typing import Any, Protocol
 from sglbench.errors import BenchError
 from sglbench.execute import client_hooks as hooks
 from sglbench.execute.client_check import check_argv
-from sglbench.execute.process import tail
+from sglbench.execute.logs import tail
 from sglbench.types import PointPhase
 
 WORKER_MODULE = "sglbench.execute.client_worker"
 TAIL_LINES = 15  # of a client log, in an error message
 _PROG = "sglang.benchmark.serving"
+# Idle workers told to exit by ``close(wait=False)``: kept (not garbage collected while they
+# run) and reaped by a later ``start`` or ``close`` in this process.
+_EXITING: list[subprocess.Popen[str]] = []
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,7 @@ class BenchWorker:
         self._env = dict(env) if env is not None else None
         self._python = python
         self._proc: subprocess.Popen[str] | None = None
+        self._busy = False  # a point was sent and its answer not read yet
         self.import_s: float | None = None
 
     def __enter__(self) -> BenchWorker:
@@ -115,6 +124,7 @@ class BenchWorker:
         """Spawn the worker (it starts importing the client at once)."""
         if self._proc is not None:
             return
+        _reap()
         self.log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(self._env if self._env is not None else os.environ)
         # The worker must import this very sglbench, installed or not.
@@ -155,6 +165,7 @@ class BenchWorker:
         log.parent.mkdir(parents=True, exist_ok=True)
         request = {"argv": argv, "log": str(log), "hooks": hooks is not None,
                    "arrivals": arrivals}  # fmt: skip
+        self._busy = True
         self._write(request)
         reply = self._read(point_log=log)
         while reply.get("event") in ("warmed", "measured"):
@@ -162,6 +173,7 @@ class BenchWorker:
                 (hooks.warmed if reply["event"] == "warmed" else hooks.measured)()
             self._write({"event": "go"})  # the worker waits for this line
             reply = self._read(point_log=log)
+        self._busy = False
         return PointOutcome(
             ok=bool(reply["ok"]), error=reply.get("error"), cpu_s=float(reply["cpu_s"]),
             measured_s=float(reply["measured_s"]), phase=_phase(reply["phase"]),
@@ -198,29 +210,50 @@ class BenchWorker:
         last = last or tail(self.log, TAIL_LINES)
         raise BenchError(f"bench client process exited with code {code}; last lines:\n{last}")
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0, *, wait: bool = True) -> None:
         """Stop the worker: end of input first, then SIGTERM, then SIGKILL to its process group.
 
-        The worker runs in its own session, so the group holds whatever the client started too.
+        An idle worker exits at end of input at once; one still importing the client or busy
+        with a point (Ctrl-C) is signalled. The worker runs in its own session, so the group
+        holds whatever the client started too.
+
+        Args:
+            timeout: seconds a signalled worker gets to exit before SIGKILL.
+            wait: wait for an idle worker to exit; False returns at once (a task that ends
+                now need not wait while the worker's memory is freed). A worker that must be
+                signalled is always waited for.
         """
         proc, self._proc = self._proc, None
-        self.import_s = None
+        ready, self.import_s = self.import_s is not None, None
+        idle, self._busy = ready and not self._busy, False
+        _reap()
         if proc is None:
             return
         with contextlib.suppress(OSError):
             if proc.stdin:
-                proc.stdin.close()  # an idle worker exits at end of input
-        try:
-            proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:  # busy with a point (Ctrl-C): stop it
+                proc.stdin.close()
+        if idle and not wait:
+            _EXITING.append(proc)
+        elif not (idle and _exited(proc, 1.0)):
             _signal_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            if not _exited(proc, timeout):
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
         if proc.stdout:
             proc.stdout.close()
+
+
+def _reap() -> None:
+    """Forget the workers of ``close(wait=False)`` that have exited (reaping them)."""
+    _EXITING[:] = [p for p in _EXITING if p.poll() is None]
+
+
+def _exited(proc: subprocess.Popen[str], timeout: float) -> bool:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _phase(value: object) -> PointPhase:
@@ -311,6 +344,11 @@ def main() -> None:
                                      "error": check_argv(serving, list(request["check"]))})
                 continue
             hooks.send(channel, _run_point(serving, request))
+    # End of input: the parent is done. Skip the interpreter's teardown (unloading torch and
+    # friends takes a second or more) so that the parent, waiting for this exit, is not kept.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 
 @dataclass(frozen=True)
 class Probe:
@@ -27,6 +25,9 @@ class Answer:
 
 def http_get(url: str, *, timeout_s: float = 10.0) -> Answer:
     """GET ``url``, never through a proxy. Never raises for network errors (they mean "not yet")."""
+    # httpx takes a few tenths of a second to import: only the tasks that probe pay for it.
+    import httpx
+
     try:
         # trust_env=False: a proxy from the environment must not see traffic to our servers.
         response = httpx.get(url, timeout=timeout_s, trust_env=False)

@@ -27,6 +27,7 @@ import psutil
 
 from sglbench.display import mask_args
 from sglbench.errors import ConfigError, ServerError
+from sglbench.execute.logs import tail
 from sglbench.execute.runtime import UNKNOWN_EXIT, Instance
 from sglbench.hosts import is_loopback
 from sglbench.plan.servers import Command
@@ -247,23 +248,6 @@ class ProcessRuntime:
             # HF_TOKEN may live only in .env; servers read it from their environment.
             extra["HF_TOKEN"] = self.settings.hf_token.get_secret_value()
         return {**os.environ, **extra} if extra else None  # None: inherit as is
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    """The last ``lines`` non-empty lines of a log file ('' if it does not exist).
-
-    Only the last 64 KiB are read (logs grow large); carriage returns count as line ends, so a
-    progress bar redrawn in place shows as its last state, not as one huge line.
-    """
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            data = f.read().decode(errors="replace")
-    except OSError:
-        return ""
-    kept = [ln.rstrip() for ln in data.replace("\r", "\n").splitlines() if ln.strip()]
-    return "\n".join(kept[-lines:])
 
 
 def _child(record: PidFile) -> subprocess.Popen[bytes] | None:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from sglbench.errors import ConfigError, ServerError
 from sglbench.execute import slurm_jobs
-from sglbench.execute.process import python_for, tail
+from sglbench.execute.logs import tail
+from sglbench.execute.process import python_for
 from sglbench.execute.runtime import UNKNOWN_EXIT, Instance
 from sglbench.execute.slurm_setup import no_allocation, run_slurm
 from sglbench.plan.servers import Command, ServerSpec

@@ -14,11 +14,14 @@ import itertools
 import math
 import re
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from sglbench.errors import ConfigError
 from sglbench.plan.workload import workload_details
-from sglbench.record.schema import Workload
 from sglbench.settings import Settings
+
+if TYPE_CHECKING:  # pydantic models; only compare needs them (keep `invoke bench` quick)
+    from sglbench.record.schema import Workload
 
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
@@ -85,6 +88,8 @@ def check_tag(tag: str) -> None:
 
 def workload_of(settings: Settings) -> Workload:
     """The workload every mode of a run shares (what a resume must not change)."""
+    from sglbench.record.schema import Workload
+
     return Workload(
         dataset=settings.bench_dataset,
         dataset_path=settings.bench_dataset_path,

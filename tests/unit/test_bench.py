@@ -11,7 +11,7 @@ from sglbench.errors import ConfigError
 from sglbench.execute import bench
 from sglbench.execute import target as target_module
 from sglbench.execute.client_worker import PointOutcome
-from sglbench.execute.process import tail
+from sglbench.execute.logs import tail
 from sglbench.execute.target import Target
 from sglbench.plan.client import SHAREGPT_FILE, SHAREGPT_REPO, client_setup
 from sglbench.plan.sweep import bench_tag, sweep_points

@@ -11,11 +11,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 from rich.console import Console
 
 from sglbench.errors import ResultsError
-from sglbench.report import ReportPaths, build_report, plot_by_tag, print_summary, summary_table
+from sglbench.report import (
+    ReportPaths,
+    build_report,
+    plot_by_tag,
+    plots,
+    print_summary,
+    summary_table,
+)
 from sglbench.results.load import load_results
 from sglbench.settings import ENV_FILE_VAR, KEYS
 from tests.conftest import REFERENCE, needs_reference
@@ -74,6 +83,24 @@ def test_plot_by_tag_writes_the_two_pngs(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["throughput_by_tag.png", "e2e_latency_by_tag.png"]
     for path in paths:
         assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 20_000
+
+
+def test_bar_charts_look_as_in_constrained_layout_saved_tight(tmp_path: Path) -> None:
+    """plot_by_tag places its axes itself (a fraction of the cost): the PNG must not change."""
+    table = summary_table(load_results([REFERENCE]))
+    labels = [f"{t} [{m}]" for t, m in zip(table["tag"], table["mode"], strict=True)]
+    args = (labels, {"output tok/s": table["output_throughput"]}, "Throughput", "tok/s")
+    plots._bars(*args).savefig(tmp_path / "fast.png", dpi=100)
+    before = plots._bars(*args)  # as it was drawn: a 10 in wide figure, constrained, tight
+    before.set_size_inches(10, before.get_size_inches()[1] - 2 * (0.1 - 3 / 72))
+    before.axes[0].set_in_layout(True)  # placed by hand: constrained layout skipped it
+    before.set_layout_engine("constrained")
+    before.savefig(tmp_path / "before.png", dpi=100, bbox_inches="tight")
+    fast, expected = (np.asarray(Image.open(tmp_path / n), dtype=int)
+                      for n in ("fast.png", "before.png"))  # fmt: skip
+    assert fast.shape == expected.shape
+    differ = np.abs(fast - expected).max(axis=2) > 0  # anti-aliasing of the odd edge only
+    assert differ.mean() < 0.001
 
 
 def test_compat_script_prints_table_and_plots_into_the_results_dir(tmp_path: Path) -> None:

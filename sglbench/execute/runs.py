@@ -92,6 +92,8 @@ def _gpu_entries(settings: Settings, topology: Topology,
         if services and role not in services:
             continue
         for spec in server_specs(settings, role, topology):
+            if spec.runtime == "docker" and not settings.docker_gpus:
+                continue  # DOCKER_GPUS=false: its container is given no GPU
             for gpu in spec.gpus.split(","):
                 if gpu and gpu != "all":
                     yield f"{same_machine(spec.host)}/{gpu}"

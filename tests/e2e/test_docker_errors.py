@@ -55,12 +55,20 @@ def test_foreign_container_with_our_name_is_left_alone(
         foreign.remove(force=True)
 
 
-def test_restart_replaces_our_old_container(clean_engine: docker.DockerClient,
-                                            e2e_env: dict[str, str]) -> None:
+def test_restart_replaces_only_our_stopped_container(clean_engine: docker.DockerClient,
+                                                    e2e_env: dict[str, str]) -> None:
     settings = settings_of(e2e_env)
     runtime = DockerRuntime(settings)
     spec = server_specs(settings, "agg")[0]
     runtime.start(spec, "first")
+    # Another run's container that still runs is never replaced (issue 9) ...
+    with pytest.raises(DockerError, match=r"sglang-agg of run first still runs on the local "
+                                          r"engine; stop it with `invoke down --run first`"):
+        runtime.start(spec, "second")
+    [(first_id, state)] = [(c.id, c.status) for c in named(clean_engine, "sglang-agg")]
+    assert state == "running"
+    # ... a stopped one (its run is over) is.
+    clean_engine.containers.get(first_id).stop(timeout=5)
     runtime.start(spec, "second")
     [instance] = runtime.instances()
     assert instance.run_id == "second" and instance.name == "sglang-agg"

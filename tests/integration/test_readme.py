@@ -10,6 +10,7 @@ GH200 addresses) is loaded but never reached.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -94,7 +95,9 @@ def test_gpu_nodes_block_runs_as_written(checkout: Path, sim_env: dict[str, str]
     assert (results / "throughput_by_tag.png").stat().st_size > 0
     assert (results / "e2e_latency_by_tag.png").stat().st_size > 0
     (run_dir,) = [p for p in results.iterdir() if (p / "metadata.json").is_file()]
-    assert {p.name for p in run_dir.glob("*.jsonl")} == {"agg.jsonl", "pd.jsonl"}
+    # The modes' results, and the server metrics scraped around each point (issue 11).
+    assert {p.name for p in run_dir.glob("*.jsonl")} == {"agg.jsonl", "pd.jsonl",
+                                                         "metrics.jsonl"}
     assert json.loads((run_dir / "metadata.json").read_text())["simulated"] is True
     assert "simulated" in (results / "report" / "report.html").read_text().lower()
     # `invoke down` ran twice in the block; nothing of ours still answers.
@@ -108,7 +111,8 @@ def test_fair_verdict_block_runs_as_written(checkout: Path, sim_env: dict[str, s
     base = free_port_block(6)
     env = {**sim_env, "AGG_PORT": str(base), "PREFILL_PORT": str(base + 2),
            "DECODE_PORT": str(base + 3), "BOOTSTRAP_PORT": str(base + 4),
-           "ROUTER_IMPL": "smg"}  # fmt: skip
+           "ROUTER_IMPL": "smg",  # as the GPU-nodes block left it: the venv activated
+           "PATH": f"{REPO / '.venv/bin'}{os.pathsep}{sim_env['PATH']}"}  # fmt: skip
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=checkout, env=env,
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -116,7 +120,8 @@ def test_fair_verdict_block_runs_as_written(checkout: Path, sim_env: dict[str, s
     runs = sorted(p for p in (checkout / "results").iterdir() if (p / "metadata.json").is_file())
     assert len(runs) == 2
     for run in runs:
-        assert {p.name for p in run.glob("*.jsonl")} == {"agg_x2.jsonl", "pd.jsonl"}
+        assert {p.name for p in run.glob("*.jsonl")} == {"agg_x2.jsonl", "pd.jsonl",
+                                                        "metrics.jsonl"}
         assert json.loads((run / "metadata.json").read_text())["unequal_budget"] is None
     slo_row = rows(runs[1] / "pd.jsonl")[0]
     assert slo_row["goodput_slos_ms"] == {"ttft": 2000.0, "tpot": 50.0}  # the client's own

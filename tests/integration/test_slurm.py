@@ -159,7 +159,8 @@ def test_a_decode_step_cancelled_mid_sweep_keeps_finished_points(tmp_path: Path)
     run = run_dir(env)
     points = metadata(run)["points"]
     assert points[0]["status"] == "ok" and rows(run / "pd.jsonl") >= 1
-    assert {p["status"] for p in points[1:]} == {"failed"}
+    # The mode ended at the dead decode: the rest are not measured, left for --resume (issue 9).
+    assert {p["status"] for p in points[1:]} == {"not_measured"}
     assert (tmp_path / "steps-left.txt").read_text() == ""
     assert not list((Path(setting(env, "RUN_DIR")) / "slurm" / "steps").glob("*.json"))
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -82,7 +83,13 @@ def test_agg_up_status_logs_down(project: Project) -> None:
     assert "sglang-agg" in status and "running" in status and f"pid {pid}" in status
     assert "[sim]" in project.ok("logs", "agg")
 
-    # Starting it again replaces our old instance instead of failing on the taken port.
+    # Starting it again while it runs is refused (it belongs to a live run) and changes nothing;
+    # once that run is stopped by its id, it starts anew.
+    again = project.invoke("agg")
+    run_id = re.search(r"is held by run (\S+) \(invoke agg", again.stderr)
+    assert again.returncode == 1 and run_id, again.stderr
+    assert f"`invoke down --run {run_id[1]}`" in again.stderr and alive(pid)
+    assert "stopped sglang-agg" in project.ok("down", "--run", run_id[1])
     project.ok("agg")
     new_pid = project.pids()["sglang-agg"]
     assert new_pid != pid and not alive(pid)

@@ -70,6 +70,17 @@ def test_gpu_ids_of_another_live_run_are_held_too(tmp_path: Path) -> None:
         acquire(settings, "run-b", "invoke prefill", [Topology.disaggregated()], ["prefill"])
 
 
+def test_containers_given_no_gpu_hold_none(tmp_path: Path) -> None:
+    """DOCKER_GPUS=false: a prefill and a decode container on one host with the same GPU ids (as
+    on a laptop) hold no GPU, so they cannot clash; with GPUs given, they hold them."""
+    keys = {"SIMULATE": "false", "RUNTIME": "docker", "SGLANG_IMAGE": "local/sglang:dev",
+            "PREFILL_GPUS": "0", "DECODE_GPUS": "0", "PREFILL_PORT": "31000",
+            "PREFILL_MEM_FRACTION": "0.45", "DECODE_MEM_FRACTION": "0.45"}  # fmt: skip
+    pd = [Topology.disaggregated()]
+    assert held_by(make(tmp_path, **keys, DOCKER_GPUS="false"), pd, ["decode"])[1] == []
+    assert held_by(make(tmp_path, **keys), pd, ["decode"])[1] == ["127.0.0.1/0"]
+
+
 @pytest.mark.parametrize("impl", ["rust", "smg"])
 def test_router_extra_args_are_judged_by_the_routers_own_parser(tmp_path: Path, impl: str) -> None:
     ok = make(tmp_path, ROUTER_IMPL=impl, ROUTER_EXTRA_ARGS="--request-timeout-secs 30")

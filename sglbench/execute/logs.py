@@ -1,4 +1,4 @@
-"""Log files of the processes we start: their last lines, for error messages.
+"""Log files of the processes we start: their last lines (for error messages), or followed.
 
 A leaf (standard library only): the bench client worker imports it before SGLang's client, so
 nothing here may pull in settings, pydantic or the runtimes.
@@ -7,6 +7,8 @@ nothing here may pull in settings, pydantic or the runtimes.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -25,3 +27,22 @@ def tail(path: Path, lines: int = 40) -> str:
         return ""
     kept = [ln.rstrip() for ln in data.replace("\r", "\n").splitlines() if ln.strip()]
     return "\n".join(kept[-lines:])
+
+
+def log_file_lines(path: Path, *, follow: bool, ended: Callable[[], bool],
+                   poll_s: float = 0.1) -> Iterator[str]:
+    """The lines of ``path`` (none when it does not exist); with ``follow``, keep reading until
+    ``ended()`` says its writer has stopped, then read once more (its last words)."""
+    if not path.is_file():
+        return
+    with path.open("r", errors="replace") as log:
+        while True:
+            line = log.readline()
+            if line:
+                yield line.rstrip("\n")
+                continue
+            if not follow or ended():
+                # One last read: lines written between our last read and its exit.
+                yield from (rest.rstrip("\n") for rest in log.readlines())
+                return
+            time.sleep(poll_s)

@@ -27,7 +27,7 @@ import psutil
 
 from sglbench.display import mask_args
 from sglbench.errors import ConfigError, ServerError
-from sglbench.execute.logs import tail
+from sglbench.execute.logs import log_file_lines, tail
 from sglbench.execute.runtime import UNKNOWN_EXIT, Instance
 from sglbench.hosts import is_loopback
 from sglbench.plan.servers import Command
@@ -220,20 +220,8 @@ class ProcessRuntime:
 
     def follow_log(self, name: str, *, follow: bool) -> Iterator[str]:
         """Lines of ``name``'s log; with ``follow``, keep reading until the process stops."""
-        path = self.log_path(name)
-        if not path.is_file():
-            return
-        with path.open("r", errors="replace") as log:
-            while True:
-                line = log.readline()
-                if line:
-                    yield line.rstrip("\n")
-                    continue
-                if not follow or self.exit_code_of(name) is not None:
-                    # One last read: lines written between our last read and its exit.
-                    yield from (rest.rstrip("\n") for rest in log.readlines())
-                    return
-                time.sleep(0.1)
+        return log_file_lines(self.log_path(name), follow=follow,
+                              ended=lambda: self.exit_code_of(name) is not None)
 
     def _instance(self, record: PidFile) -> Instance:
         code = self.exit_code_of(record.name)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sglbench.errors import ConfigError, ServerError
 from sglbench.execute import slurm_jobs
-from sglbench.execute.logs import tail
+from sglbench.execute.logs import log_file_lines, tail
 from sglbench.execute.process import python_for
 from sglbench.execute.runtime import UNKNOWN_EXIT, Instance
 from sglbench.execute.slurm_setup import no_allocation, run_slurm
@@ -140,19 +140,8 @@ class SlurmRuntime:
 
     def log_lines(self, spec: Command, follow: bool = False) -> Iterator[str]:
         """The step's output line by line; with ``follow``, until the step ends."""
-        path = self.log_path(spec.name)
-        if not path.is_file():
-            return
-        with path.open("r", errors="replace") as log:
-            while True:
-                line = log.readline()
-                if line:
-                    yield line.rstrip("\n")
-                    continue
-                if not follow or self.exit_code(spec) is not None:
-                    yield from (rest.rstrip("\n") for rest in log.readlines())
-                    return
-                time.sleep(0.2)
+        return log_file_lines(self.log_path(spec.name), follow=follow, poll_s=0.2,
+                              ended=lambda: self.exit_code(spec) is not None)
 
     def stop(self, spec: Command) -> bool:
         """Cancel its step (SIGTERM, then SIGKILL after a deadline); True if it was running."""

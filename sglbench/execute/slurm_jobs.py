@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sglbench.display import is_secret
 from sglbench.errors import ConfigError, ServerError
+from sglbench.execute.logs import log_file_lines
 from sglbench.execute.runtime import UNKNOWN_EXIT, Instance
 from sglbench.execute.slurm_setup import check_pyxis, first_line, run_slurm, slurm_version
 from sglbench.plan.placement import nodes_needed, place, slurm_roles
@@ -226,18 +227,8 @@ def job_log_lines(settings: Settings, name: str, *, follow: bool) -> Iterator[st
     path = Path(wanted[0].output)
     while follow and not path.is_file() and job_state(wanted[0].job_id).live:
         time.sleep(0.5)  # pending: the output file appears when the job starts
-    if not path.is_file():
-        return
-    with path.open("r", errors="replace") as out:
-        while True:
-            line = out.readline()
-            if line:
-                yield line.rstrip("\n")
-            elif not follow or not job_state(wanted[0].job_id).live:
-                yield from (rest.rstrip("\n") for rest in out.readlines())
-                return
-            else:
-                time.sleep(0.5)
+    yield from log_file_lines(path, follow=follow, poll_s=0.5,
+                              ended=lambda: not job_state(wanted[0].job_id).live)
 
 
 def slurm_record(settings: Settings, topologies: Sequence[Topology],

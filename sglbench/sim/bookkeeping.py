@@ -38,7 +38,7 @@ class Bookkeeping:
         if self.cache is not None:
             seq.prefilled = times.cached_tokens = self.cache.admit(seq, seq.req.prompt_ids)
         if self.telemetry is not None:
-            self.telemetry.started(times.recv_at, seq.ready_at, t, times.transfer_at)
+            self.telemetry.started(times.recv_at, seq.ready_at, t, times.kv_landed_at)
 
     def chunk_done(self, seq: Seq, t: float) -> None:
         """A chunk of ``seq`` ended at ``t``: its stage latency; a full prompt gets cached."""

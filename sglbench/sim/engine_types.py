@@ -47,7 +47,7 @@ class ReqTimes:
     forward_at: float | None = None  # its first forward (decode: its first batch)
     chunk_at: float | None = None  # end of its last prefill chunk so far
     cached_tokens: int = 0  # prompt tokens served by the prefix cache
-    transfer_at: float | None = None  # PD decode: started waiting for the KV (set by the caller)
+    kv_landed_at: float | None = None  # PD decode: the KV arrived (set by the caller)
 
 
 @dataclass

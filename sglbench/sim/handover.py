@@ -8,9 +8,9 @@
   (prefill end to KV arrived, on the model's clock) and ``kv_transfer_bootstrap_ms`` /
   ``alloc_ms`` (0: the simulator's decode is always ready).
 * Decode (:meth:`Handover.receive`): the handshake is the first poll of the room (stage
-  ``decode_bootstrap``, ``kv_transfer_bootstrap_ms``); then it waits until the KV arrived
-  (stage ``decode_transferred``, observed by the engine when the request reaches its waiting
-  queue).
+  ``decode_bootstrap``, ``kv_transfer_bootstrap_ms``, from when its scheduler would have the
+  request); then it waits until the KV arrived (stage ``decode_transferred``); its waiting
+  queue (``decode_waiting``, ``queue_time_seconds``) starts then.
 * ``--sim-kv-transfer-fail-rate F`` fails a seeded share F of the transfers at their end the way
   mooncake does: the prefill counts ``num_transfer_failed_reqs_total`` and answers SGLang's
   "Prefill transfer failed ..." error, the room is marked failed with the reason, and the decode
@@ -118,13 +118,16 @@ class Handover:
         Raises:
             KvFailed: the handshake or the transfer failed.
         """
-        handshake = time.monotonic() - arrival  # receipt to the first poll of the room
-        self._telemetry.stage("decode_bootstrap", handshake)
-        self._telemetry.handshake(handshake, 0.0)  # KV slots are reserved at admission here
-        times.transfer_at = asyncio.get_running_loop().time()
+        # SGLang's decode scheduler gets the request (prealloc queue) after its tokenizer, as
+        # the prefill's does: both sides' stages start one modelled request latency late.
+        eff, scale = self._engine.profile.efficiency, self._engine.config.time_scale
+        entered = arrival + eff.request_latency_ms * scale / 1e3
+        polled = time.monotonic()  # the first poll of the room is the handshake
+        self._telemetry.stage("decode_bootstrap", polled - entered)
+        self._telemetry.handshake(polled - entered, 0.0)  # KV slots are reserved at admission
         self.queues.transfer += 1
         try:
-            return await self._client.wait_transferred(host, port, room)
+            cached = await self._client.wait_transferred(host, port, room)
         except KvBootstrapError as exc:
             self._telemetry.bootstrap_failures.inc(1)
             raise KvFailed(self._decode_error("handshake", rid, room, str(exc))) from exc
@@ -133,6 +136,9 @@ class Handover:
             raise KvFailed(self._decode_error("transfer", rid, room, str(exc))) from exc
         finally:
             self.queues.transfer -= 1
+        self._telemetry.stage("decode_transferred", time.monotonic() - max(entered, polled))
+        times.kv_landed_at = asyncio.get_running_loop().time()  # decode_waiting starts here
+        return cached
 
     @staticmethod
     def _decode_error(what: str, rid: str, room: int, reason: str) -> str:

@@ -183,22 +183,22 @@ class Telemetry:
         """A request waited ``seconds`` in the waiting queue before its first forward."""
         self.queue_time.observe(max(0.0, seconds))
 
-    def started(self, recv_at: float, ready_at: float, t: float, transfer_at: float | None) -> None:
+    def started(self, recv_at: float, ready_at: float, t: float, landed_at: float | None) -> None:
         """A request's first forward at ``t`` (decode: its first batch), waiting since ``ready_at``.
 
         The simulator's decode is ready when the prefill's scheduler takes a request (its
         metadata is there), so a prefill's bootstrap stage is the model's 0; a decode's request
-        emits its first token (computed by the prefill) in its first batch, so ``fake_output``
-        is 0 as well.
+        waits from the KV's arrival (``landed_at``) and emits its first token (computed by the
+        prefill) in its first batch, so ``fake_output`` is 0.
         """
+        if self.role == "decode" and landed_at is not None:
+            ready_at = min(ready_at, landed_at)  # SGLang's decode queues it when the KV lands
         self.queued(t - ready_at)
         if self.role == "null":
             self.stage("request_process", ready_at - recv_at)
         elif self.role == "prefill":
             self.stage("prefill_bootstrap", ready_at - recv_at)
         else:
-            if transfer_at is not None:
-                self.stage("decode_transferred", ready_at - transfer_at)
             self.stage("decode_waiting", t - ready_at)
             self.stage("fake_output", 0.0)
 

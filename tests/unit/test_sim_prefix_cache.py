@@ -1,4 +1,4 @@
-"""The simulator's prefix cache: SGLang's radix-cache semantics, and what the engine does with it."""
+"""The simulator's prefix cache: SGLang's radix-cache semantics, and how the engine uses it."""
 
 from __future__ import annotations
 

@@ -148,6 +148,7 @@ def test_shared_prefix_hits_on_agg_and_each_flush_brings_misses_back(tmp_path: P
     run_dir, _ = run(settings, "agg")
 
     df = load_results([run_dir])
+    print(f"prefix hit rate per point: {df['prefix_hit_rate'].tolist()}")  # shown with -s
     assert df["prefix_hit_rate"].between(0.55, 0.85).all(), df["prefix_hit_rate"].tolist()
     report = build_report([run_dir], tmp_path / "report", None, None)
     assert "ttft_breakdown.png" in {p.name for p in report.images}
@@ -178,6 +179,7 @@ def test_a_transfer_failure_is_counted_and_a_finding(tmp_path: Path) -> None:
                                  SIM_ARGS="--sim-kv-transfer-fail-rate 0.5")
     run_dir, _ = run(settings, "pd")
     df = load_results([run_dir])
+    print(f"KV transfer failures: {df['kv_transfer_failed'].tolist()}")  # shown with -s
     assert float(df["kv_transfer_failed"].iloc[0]) > 0
     assert "kv_failures" in {f.check for f in sanity_checks(df)}
 

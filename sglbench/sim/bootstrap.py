@@ -7,6 +7,9 @@ that receives the same request (a PD router sends it to both at once) long-polls
 ``GET http://{bootstrap_host}:{bootstrap_port}/sim/kv/{room}?timeout=S`` until the room is
 transferred, and only then starts decoding: so TTFT through a router includes prefill and
 transfer, whatever the router does.
+
+A room's answer carries what the decode needs to report as SGLang's decode does: the prefill's
+cached prompt tokens (``cached_tokens``), or why the transfer failed (``reason``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ POLL_S = 10.0
 
 
 class KvTransferError(Exception):
-    """The KV of a bootstrap room never arrived (prefill failed, unreachable or too slow)."""
+    """The KV of a bootstrap room never arrived (the prefill failed it, or it was too slow)."""
+
+
+class KvBootstrapError(KvTransferError):
+    """The handshake failed: the prefill's bootstrap server could not be reached."""
 
 
 @dataclass
@@ -36,6 +43,8 @@ class _Room:
     created: float
     state: RoomState = "pending"
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str = ""  # why it failed
+    cached_tokens: int = 0  # prompt tokens the prefill served from its prefix cache
 
 
 class RoomRegistry:
@@ -53,22 +62,25 @@ class RoomRegistry:
             entry = self._rooms[room] = _Room(created=asyncio.get_running_loop().time())
         return entry
 
-    def mark(self, room: int, state: RoomState) -> None:
+    def mark(self, room: int, state: RoomState, reason: str = "", cached_tokens: int = 0) -> None:
         """Record that ``room``'s KV is transferred (``done``) or will never be (``failed``)."""
         entry = self._room(room)
         entry.state = state
+        entry.reason = reason
+        entry.cached_tokens = cached_tokens
         entry.changed.set()
         self._marks += 1
         if self._marks % 1024 == 0:
             self._prune()
 
-    async def wait(self, room: int, timeout_s: float) -> RoomState:
-        """The room's state once it is no longer pending, or ``pending`` after ``timeout_s``."""
+    async def wait(self, room: int, timeout_s: float) -> dict[str, object]:
+        """The room's answer once it is no longer pending, or ``pending`` after ``timeout_s``."""
         entry = self._room(room)
         if entry.state == "pending":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(entry.changed.wait(), timeout_s)
-        return entry.state
+        return {"room": room, "state": entry.state, "reason": entry.reason,
+                "cached_tokens": entry.cached_tokens}  # fmt: skip
 
     def _prune(self) -> None:
         horizon = asyncio.get_running_loop().time() - self._ttl
@@ -90,8 +102,7 @@ def bootstrap_app(registry: RoomRegistry) -> web.Application:
             return web.json_response(
                 {"error": {"message": "room and timeout must be numbers"}}, status=400
             )
-        state = await registry.wait(number, max(timeout, 0.0))
-        return web.json_response({"room": number, "state": state})
+        return web.json_response(await registry.wait(number, max(timeout, 0.0)))
 
     app = web.Application()
     app.router.add_get("/health", health)
@@ -114,12 +125,13 @@ class BootstrapClient:
             await self._session.close()
             self._session = None
 
-    async def wait_transferred(self, host: str, port: int, room: int) -> None:
-        """Return when the room's KV is on this (decode) side.
+    async def wait_transferred(self, host: str, port: int, room: int) -> int:
+        """Return when the room's KV is on this (decode) side: the prefill's cached tokens.
 
         Raises:
-            KvTransferError: the prefill failed the request, could not be reached, or the KV
-                did not arrive within the deadline.
+            KvBootstrapError: the prefill's bootstrap server could not be reached.
+            KvTransferError: the prefill failed the request, or the KV did not arrive within
+                the deadline.
         """
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
@@ -131,21 +143,24 @@ class BootstrapClient:
             try:
                 params = {"timeout": str(min(POLL_S, left))}
                 async with self._session.get(url, params=params) as resp:
-                    state = (await resp.json()).get("state") if resp.status == 200 else None
+                    answer = await resp.json() if resp.status == 200 else {}
                 unreachable_since = None
             except (aiohttp.ClientError, ValueError) as exc:
                 now = loop.time()
                 unreachable_since = unreachable_since or now
                 if now - unreachable_since > self._connect_retry:
-                    raise KvTransferError(
+                    raise KvBootstrapError(
                         f"cannot reach the prefill bootstrap server at {host}:{port}: {exc}"
                     ) from exc
                 await asyncio.sleep(0.05)
                 continue
+            state = answer.get("state")
             if state == "done":
-                return
+                return int(answer.get("cached_tokens") or 0)
             if state == "failed":
-                raise KvTransferError(f"the prefill server failed bootstrap_room {room}")
+                raise KvTransferError(
+                    answer.get("reason") or f"the prefill server failed bootstrap_room {room}"
+                )
         raise KvTransferError(
             f"the KV of bootstrap_room {room} did not arrive from {host}:{port}"
             f" within {self._deadline:.0f} s"

@@ -59,6 +59,7 @@ class SimArgs:
     disaggregation_bootstrap_port: int = 8998
     disaggregation_transfer_backend: str = "mooncake"
     disaggregation_ib_device: str | None = None
+    enable_metrics: bool = False  # accepted for SGLang's command line; /metrics always answers
     sim_profile: str = DEFAULT_PROFILE
     sim_seed: int = 0
     sim_startup_delay: float = 0.0
@@ -66,6 +67,8 @@ class SimArgs:
     sim_step_overhead_ms: float | None = None
     sim_fail_rate: float = 0.0
     sim_fail_after: int | None = None
+    sim_kv_transfer_delay_ms: float = 0.0
+    sim_kv_transfer_fail_rate: float = 0.0
     sim_trace: Path | None = None
     sim_tokenizer_cache: Path | None = None
     sim_shared_gpu: str | None = None
@@ -107,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--disaggregation-bootstrap-port", type=int, default=8998)
     sg.add_argument("--disaggregation-transfer-backend", default="mooncake")
     sg.add_argument("--disaggregation-ib-device", default=None)
+    sg.add_argument("--enable-metrics", action="store_true")  # /metrics always answers here
     sim = p.add_argument_group("simulator flags")
     sim.add_argument(
         "--sim-profile",
@@ -143,6 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="exit (status 1) after answering N generate requests",
+    )
+    sim.add_argument(
+        "--sim-kv-transfer-delay-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="PD prefill: add MS milliseconds (not time-scaled) to every KV transfer",
+    )
+    sim.add_argument(
+        "--sim-kv-transfer-fail-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="PD prefill: fail this fraction of KV transfers as SGLang reports them (seeded)",
     )
     sim.add_argument(
         "--sim-trace",
@@ -217,6 +235,10 @@ def _validate(a: SimArgs) -> None:
     over = a.sim_step_overhead_ms
     _check(over is None or over >= 0, "--sim-step-overhead-ms", over, ">= 0")
     _check(0 <= a.sim_fail_rate <= 1, "--sim-fail-rate", a.sim_fail_rate, "in [0, 1]")
+    delay = a.sim_kv_transfer_delay_ms
+    _check(delay >= 0, "--sim-kv-transfer-delay-ms", delay, ">= 0 milliseconds")
+    rate = a.sim_kv_transfer_fail_rate
+    _check(0 <= rate <= 1, "--sim-kv-transfer-fail-rate", rate, "in [0, 1]")
     after = a.sim_fail_after
     _check(after is None or after >= 1, "--sim-fail-after", after, ">= 1")
     if a.disaggregation_mode == "prefill" and a.port == a.disaggregation_bootstrap_port:

@@ -42,6 +42,7 @@ from collections import deque
 from dataclasses import replace
 
 from sglbench.sim import batching, timing
+from sglbench.sim.bookkeeping import Bookkeeping
 from sglbench.sim.engine_types import (
     DEFAULT_MEM_FRACTION,
     EngineConfig,
@@ -50,6 +51,7 @@ from sglbench.sim.engine_types import (
     GenRequest,
     Role,
     TokenEvent,
+    check_request,
     resolve_kv_capacity,
 )
 from sglbench.sim.profiles import Profile
@@ -108,6 +110,7 @@ class Engine:
         self._requests_total = 0
         self.retracted_total = 0
         self._throughput = ThroughputWindow()
+        self._book = Bookkeeping(config.role, config.telemetry)  # prefix cache and metrics
 
     @property
     def max_total_tokens(self) -> int:
@@ -157,7 +160,7 @@ class Engine:
             ValueError: negative ``max_new_tokens``, empty prompt, or a request larger than the
                 context length or the KV capacity.
         """
-        reserved = self._validate(req)
+        reserved = check_request(req, self._profile, self.config.role, self._max_total)
         # The scheduler sees a request only after SGLang's single tokenizer process handed it
         # over, one request at a time: a burst of arrivals reaches the scheduler staggered.
         eff = self._profile.efficiency
@@ -166,6 +169,7 @@ class Engine:
         self._handover_at = max(
             now + eff.request_latency_ms * scale, self._handover_at + eff.handover_ms * scale
         )
+        req.times.recv_at = self._handover_at
         seq = Seq(req=req, reserved=reserved, ready_at=self._handover_at)
         self._waiting.append(seq)
         self._wake.set()
@@ -197,28 +201,12 @@ class Engine:
             last_gen_throughput=self._throughput.value,
             kv_tokens_used=self._allocated(),
             max_total_tokens=self._max_total,
+            kv_evictable_tokens=self._book.evictable,
         )
 
-    def _validate(self, req: GenRequest) -> int:
-        """Check a request and return the KV tokens it needs at most."""
-        if req.max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {req.max_new_tokens}")
-        if req.prompt_len < 1:
-            raise ValueError("the prompt is empty: send at least one token")
-        context = self._profile.model.max_context
-        if req.prompt_len + req.max_new_tokens > context:
-            raise ValueError(
-                f"Requested token count exceeds the model's maximum context length of {context}"
-                f" tokens: {req.prompt_len} prompt + {req.max_new_tokens} new tokens"
-            )
-        # A prefill server keeps only the prompt's KV; other roles need the whole output.
-        reserved = req.prompt_len + (1 if self.config.role == "prefill" else req.max_new_tokens)
-        if reserved > self._max_total:
-            raise ValueError(
-                f"the request needs {reserved} KV tokens but the KV cache holds"
-                f" {self._max_total} (max_total_tokens); shorten the prompt or max_new_tokens"
-            )
-        return reserved
+    def flush_cache(self) -> bool:
+        """Empty the prefix cache; False (nothing done) while requests are in the engine."""
+        return not (self._waiting or self._prefilling or self._decoding) and self._book.flush()
 
     def _abort(self, seq: Seq) -> None:
         """A stream was closed early: wake the loop so that it frees the KV (aborted is set)."""
@@ -282,8 +270,10 @@ class Engine:
             self._waiting.popleft()
             running.append(seq)
             committed += need
+            if seq.retractions == 0:
+                self._book.start(seq, t)  # a cached prefix is not computed again
             if seq.needs_fill:
-                n = min(budget, seq.fill_len)
+                n = min(budget, seq.fill_len - seq.prefilled)
                 budget -= n
                 self._prefilling.append(seq)
                 step.chunks.append((seq, n))
@@ -291,6 +281,8 @@ class Engine:
                 step.admitted.append(seq)
         step.decoding = list(self._decoding)
         step.mixed = bool(step.chunks) and self.config.enable_mixed_chunk
+        if self._book.evictable:
+            self._book.fit(self._max_total - self._allocated())
         return step
 
     async def _execute(self, step: Step, t: float) -> float:
@@ -307,6 +299,7 @@ class Engine:
             # SGLang runs a prefill batch whenever one can be formed, and decodes otherwise.
             decodes = step.decoding if step.mixed else []
             cost = batching.prefill_cost(self._profile, self.config.tp_size, step.chunks, decodes)
+            self._book.prefill_pass(step.chunks)
             t = await self._run_pass(cost, t)
             for seq, n in step.chunks:
                 self._prefill_done(seq, n, t)
@@ -326,6 +319,7 @@ class Engine:
             t = await self._run_pass(cost, t)
             self._emit_decodes(step.decoding, t)
             self._ratio.decay_step()
+            self._book.decode_pass(len(step.decoding))
         return t
 
     async def _run_pass(self, cost: timing.PassCost, t: float) -> float:
@@ -358,6 +352,7 @@ class Engine:
             seq.gen_at_fill = seq.generated
             seq.prefilled = 0
             seq.retractions += 1
+            self._book.released(seq)  # its prompt stays cached, evictable
         # Retracted requests go back to the head of the queue (they arrived first).
         self._waiting.extendleft(reversed(victims))
         self.retracted_total += len(victims)
@@ -378,6 +373,7 @@ class Engine:
     def _prefill_done(self, seq: Seq, n: int, t: float) -> None:
         """Account a computed chunk; a completed fill yields its next token at ``t``."""
         seq.prefilled += n
+        self._book.chunk_done(seq, t)
         if seq.prefilled < seq.fill_len:
             return
         self._prefilling.remove(seq)
@@ -417,6 +413,7 @@ class Engine:
         if seq in self._prefilling:
             self._prefilling.remove(seq)
         seq.reserved = 0
+        self._book.released(seq)
         seq.queue.put_nowait(END)
         if count:
             self._requests_total += 1

@@ -27,11 +27,14 @@ from sglbench.sim.protocol import (
     contract_int,
     make_jobs,
     parse_body,
-    prompt_lengths,
+    prompt_tokens,
     stream_flag,
 )
 from sglbench.sim.service import BadRequest, Job, RequestError, ServerFailure, SimService, Token
 from sglbench.sim.stream import collect, json_str, stream_sse
+
+# prometheus_client's CONTENT_TYPE_PLAIN_0_0_4 (what SGLang's /metrics answers).
+METRICS_HEADERS = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
 
 
 def error_response(exc: RequestError) -> web.Response:
@@ -67,10 +70,11 @@ def add_routes(app: web.Application, service: SimService) -> None:
         return web.json_response(info.server_info(service.args, service.engine))
 
     async def metrics(_: web.Request) -> web.Response:
-        """Prometheus text in SGLang's names."""
-        args = service.args
-        text = render_metrics(service.engine.stats(), args.model_name, args.disaggregation_mode)
-        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+        """Prometheus text (format 0.0.4) in SGLang's names, whatever ``Accept`` asks."""
+        return web.Response(body=render_metrics(service).encode(), headers=METRICS_HEADERS)
+
+    async def flush(request: web.Request) -> web.Response:
+        return await flush_cache(request, service)
 
     async def generate(request: web.Request) -> web.StreamResponse:
         return await _generate(request, service)
@@ -83,21 +87,33 @@ def add_routes(app: web.Application, service: SimService) -> None:
     for path in ("/server_info", "/get_server_info"):
         add("GET", path, server_info)
     for method in ("GET", "POST"):
-        add(method, "/flush_cache", flush_cache)
+        add(method, "/flush_cache", flush)
     add("GET", "/metrics", metrics)
     for method in ("POST", "PUT"):
         add(method, "/generate", generate)
 
 
-async def flush_cache(request: web.Request) -> web.Response:
-    """``/flush_cache``: the simulator keeps no prefix cache, so this always succeeds."""
+FLUSHED = (
+    "Cache flushed.\nPlease check backend logs for more details. (When there are running or"
+    " waiting requests, the operation will not be performed.)\n"
+)
+
+
+async def flush_cache(request: web.Request, service: SimService) -> web.Response:
+    """``/flush_cache``: empty the prefix cache once idle (``?timeout=S`` waits up to S s).
+
+    SGLang's answers: 200 and its text when flushed, 400 with the reason when not.
+    """
     try:
         timeout = float(request.query.get("timeout", "0"))
     except ValueError:
         timeout = -1.0
-    if timeout < 0:
+    if not timeout >= 0:  # also NaN
         return web.Response(status=400, text="timeout must be a number >= 0\n")
-    return web.Response(text="Cache flushed.\n")
+    done, why = await service.flush_cache(timeout)
+    if done:
+        return web.Response(text=FLUSHED)
+    return web.Response(status=400, text=why or "Flush cache failed.\n")
 
 
 async def _generate(request: web.Request, service: SimService) -> web.StreamResponse:
@@ -119,22 +135,22 @@ async def _generate(request: web.Request, service: SimService) -> web.StreamResp
 def _parse_generate(service: SimService, body: dict[str, Any]) -> tuple[list[Job], bool, bool]:
     """Jobs, batch flag and stream flag of a native request."""
     if body.get("text") is not None:
-        lengths, batch = prompt_lengths(service, body["text"], "text", text=True, ids=False)
+        prompts, batch = prompt_tokens(service, body["text"], "text", text=True, ids=False)
     elif body.get("input_ids") is not None:
-        lengths, batch = prompt_lengths(
+        prompts, batch = prompt_tokens(
             service, body["input_ids"], "input_ids", text=False, ids=True
         )
     else:
         raise BadRequest("Either text, input_ids or input_embeds should be provided.")
     params = body.get("sampling_params") or {}
-    per_prompt = params if isinstance(params, list) else [params] * len(lengths)
-    if len(per_prompt) != len(lengths) or not all(isinstance(p, dict) for p in per_prompt):
+    per_prompt = params if isinstance(params, list) else [params] * len(prompts)
+    if len(per_prompt) != len(prompts) or not all(isinstance(p, dict) for p in per_prompt):
         raise BadRequest("sampling_params must be an object (or one object per prompt)")
     for p in per_prompt:
         check_sampling(p, ContractError)
     max_new = [contract_int(p, "max_new_tokens", DEFAULT_MAX_NEW_TOKENS, 0) for p in per_prompt]
     stream = stream_flag(body, InvalidBody)
-    return make_jobs(service, body, lengths, max_new), batch, stream
+    return make_jobs(service, body, prompts, max_new), batch, stream
 
 
 def _meta(job: Job, completion: int, finished: bool, now: float) -> dict[str, Any]:
@@ -145,7 +161,7 @@ def _meta(job: Job, completion: int, finished: bool, now: float) -> dict[str, An
         "weight_version": "default",
         "total_retractions": 0,
         "completion_tokens": completion,
-        "cached_tokens": 0,
+        "cached_tokens": job.cached_tokens,
         "e2e_latency": now - job.arrival,
     }
 
@@ -155,18 +171,19 @@ class _Chunks:
     of streams the server writes tens of thousands of events a second, and a JSON encoder per
     event would be most of its CPU. The output is the compact JSON SGLang's orjson writes."""
 
-    __slots__ = ("_arrival", "_head", "_tail", "count", "ids", "text")
+    __slots__ = ("_head", "_job", "_tail", "count", "ids", "text")
 
     def __init__(self, job: Job, index: int | None) -> None:
         self.text = bytearray()  # the cumulative text, JSON-escaped (no quotes)
         self.ids = bytearray()  # the cumulative output ids, comma-separated
         self.count = 0
-        self._arrival = job.arrival
+        self._job = job  # its arrival, and its cached tokens once the engine matched them
         self._head = f',"meta_info":{{"id":{json_str(job.rid)},"finish_reason":'.encode()
         tail = "}}\n\n" if index is None else f'}},"index":{index}}}\n\n'
         self._tail = (
             f',"prompt_tokens":{job.prompt_len},"weight_version":"default",'
-            '"total_retractions":0,"completion_tokens":%d,"cached_tokens":0,"e2e_latency":%r' + tail
+            '"total_retractions":0,"completion_tokens":%d,"cached_tokens":%d,"e2e_latency":%r'
+            + tail
         ).encode()
 
     def add(self, token: Token) -> None:
@@ -181,7 +198,8 @@ class _Chunks:
         """The SSE event of the output so far (text and ids cumulative, as SGLang streams)."""
         n = self.count
         reason = b'{"type":"length","length":%d}' % n if finished else b"null"
-        tail = self._tail % (n, now - self._arrival)
+        job = self._job
+        tail = self._tail % (n, job.cached_tokens, now - job.arrival)
         parts = (b'data: {"text":"', self.text, b'","output_ids":[', self.ids, b"]")
         return b"".join((*parts, self._head, reason, tail))
 

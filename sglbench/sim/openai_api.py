@@ -22,7 +22,7 @@ from sglbench.sim.protocol import (
     lax_int,
     make_jobs,
     parse_body,
-    prompt_lengths,
+    prompt_tokens,
     stream_flag,
 )
 from sglbench.sim.service import BadRequest, Job, RequestError, ServerFailure, SimService
@@ -106,7 +106,7 @@ def _chat_prompt(messages: Any) -> str:
 def _parse(service: SimService, body: dict[str, Any], chat: bool) -> tuple[list[Job], bool]:
     check_sampling(body, InvalidBody)
     if chat:
-        lengths = [service.tokenizer.count(_chat_prompt(body.get("messages")))]
+        prompts = [service.tokenizer.prompt_ids(_chat_prompt(body.get("messages")))]
         key = (
             "max_completion_tokens"
             if body.get("max_completion_tokens") is not None
@@ -118,14 +118,14 @@ def _parse(service: SimService, body: dict[str, Any], chat: bool) -> tuple[list[
     else:
         if body.get("prompt") is None:
             raise InvalidBody("prompt: Field required")
-        lengths, _ = prompt_lengths(service, body["prompt"], "prompt", text=True, ids=True)
+        prompts, _ = prompt_tokens(service, body["prompt"], "prompt", text=True, ids=True)
         max_new = lax_int(body, "max_tokens", 16)  # OpenAI's completions default
         if max_new <= 0:
             raise InvalidBody("max_tokens: Value error, max_tokens must be positive")
     if lax_int(body, "n", 1) != 1:
         raise BadRequest("the simulator supports n=1 only")
     stream = stream_flag(body, InvalidBody)
-    return make_jobs(service, body, lengths, [max_new] * len(lengths)), stream
+    return make_jobs(service, body, prompts, [max_new] * len(prompts)), stream
 
 
 async def _handle(request: web.Request, service: SimService, chat: bool) -> web.StreamResponse:

@@ -128,26 +128,26 @@ def check_vocabulary(rows: list[list[int]], vocab: int, field: str) -> None:
             )
 
 
-def prompt_lengths(
+def prompt_tokens(
     service: SimService, prompt: Any, field: str, text: bool, ids: bool
-) -> tuple[list[int], bool]:
-    """Token counts of a prompt given as text (if ``text``), ids (if ``ids``) or a batch.
+) -> tuple[list[list[int]], bool]:
+    """The tokens of a prompt given as text (if ``text``), ids (if ``ids``) or a batch.
 
     Returns:
-        One length per prompt and whether the request was a batch.
+        One token list per prompt and whether the request was a batch.
     """
     rows = token_ids(prompt, field) if ids else None
     if rows is not None:
         if any(not row for row in rows):
             raise BadRequest(f"{field} cannot be empty.")
         check_vocabulary(rows, service.engine.profile.model.vocab, field)
-        return [len(row) for row in rows], isinstance(prompt[0], list)
+        return rows, isinstance(prompt[0], list)
     if text and isinstance(prompt, str):
-        return [service.tokenizer.count(prompt)], False
+        return [service.tokenizer.prompt_ids(prompt)], False
     if text and isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
         if not prompt:
             raise BadRequest(f"{field} cannot be empty.")
-        return [service.tokenizer.count(p) for p in prompt], True
+        return [service.tokenizer.prompt_ids(p) for p in prompt], True
     if ids and isinstance(prompt, list) and not prompt:
         raise BadRequest(f"{field} cannot be empty.")
     kinds = " or ".join(k for k, on in (("text", text), ("token ids", ids)) if on)
@@ -210,12 +210,16 @@ def stream_flag(body: Mapping[str, Any], wrong_type: type[BadRequest]) -> bool:
 
 
 def make_jobs(
-    service: SimService, body: Mapping[str, Any], lengths: list[int], max_new: list[int]
+    service: SimService, body: Mapping[str, Any], prompts: list[list[int]], max_new: list[int]
 ) -> list[Job]:
     """One job per prompt, with its rid and bootstrap information, once the lengths fit."""
+    lengths = [len(p) for p in prompts]
     check_context(lengths, max_new, service.engine.profile.model.max_context)
     port = service.args.disaggregation_bootstrap_port
+    streaming = body.get("stream") is True  # checked by the caller (stream_flag)
     return [
-        service.new_job(rid_of(body, i), n, max_new[i], bootstrap_of(body, i, port))
+        service.new_job(
+            rid_of(body, i), n, max_new[i], bootstrap_of(body, i, port), prompts[i], streaming
+        )
         for i, n in enumerate(lengths)
     ]

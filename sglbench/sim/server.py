@@ -25,6 +25,7 @@ from sglbench.sim.engine import Engine, EngineConfig
 from sglbench.sim.profiles import load_profile
 from sglbench.sim.resources import PeerGpu
 from sglbench.sim.service import SimService
+from sglbench.sim.telemetry import Telemetry
 from sglbench.sim.tokenizer import load_tokenizer
 
 log = logging.getLogger("sglbench.sim")
@@ -41,6 +42,7 @@ def build_app(service: SimService) -> web.Application:
 def build_service(args: SimArgs) -> SimService:
     """Profile, engine and tokenizer from the arguments (ConfigError on a bad one)."""
     chunk = args.chunked_prefill_size
+    telemetry = Telemetry(args.disaggregation_mode, args.model_name)  # what /metrics shows
     config = EngineConfig(
         role=args.disaggregation_mode,
         profile=load_profile(args.sim_profile),
@@ -53,11 +55,12 @@ def build_service(args: SimArgs) -> SimService:
         time_scale=args.sim_time_scale,
         step_overhead_ms=args.sim_step_overhead_ms,
         gpu=PeerGpu(args.sim_shared_gpu) if args.sim_shared_gpu else None,
+        telemetry=telemetry,
     )
     engine = Engine(config)
     tokenizer = load_tokenizer(args.model_path, args.tokenizer_path, args.sim_tokenizer_cache)
     log.info("tokenizer: %s", tokenizer.description)
-    return SimService(args, engine, tokenizer)
+    return SimService(args, engine, tokenizer, telemetry)
 
 
 async def _listen(runner: web.BaseRunner, host: str, port: int, flag: str) -> None:

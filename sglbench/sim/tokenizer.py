@@ -186,6 +186,10 @@ class SimTokenizer:
         """Number of prompt tokens in ``text`` (special-token text counts as special tokens)."""
         return len(self._tok.encode(text, add_special_tokens=True).ids)
 
+    def prompt_ids(self, text: str) -> list[int]:
+        """The prompt tokens of ``text``, as :meth:`count` counts them (for the prefix cache)."""
+        return list(self._tok.encode(text, add_special_tokens=True).ids)
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens added."""
         return list(self._tok.encode(text, add_special_tokens=False).ids)

@@ -162,8 +162,9 @@ def test_metrics_count_tokens(sim: Proc) -> None:
     def counter(name: str) -> float:
         with urllib.request.urlopen(sim.url + "/metrics", timeout=10) as resp:
             text = resp.read().decode()
-        line = next(x for x in text.splitlines() if x.startswith(name + "{"))
-        return float(line.rsplit(" ", 1)[1])
+        # Summed over its series (is_streaming splits them); absent until a first request.
+        lines = [x for x in text.splitlines() if x.startswith(name + "{")]
+        return sum(float(x.rsplit(" ", 1)[1]) for x in lines)
 
     before = counter("sglang:generation_tokens_total")
     assert (

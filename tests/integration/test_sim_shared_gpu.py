@@ -20,8 +20,10 @@ from tests.conftest import Procs, read_trace
 pytestmark = pytest.mark.integration
 
 
-def _generate(url: str, prompt_len: int, max_new_tokens: int) -> None:
-    body = {"input_ids": [11] * prompt_len, "sampling_params": {"max_new_tokens": max_new_tokens}}
+def _generate(url: str, prompt_len: int, max_new_tokens: int, token: int = 11) -> None:
+    # One token repeated; distinct tokens per prompt, or the prefix cache would skip prefills.
+    body = {"input_ids": [token] * prompt_len,
+            "sampling_params": {"max_new_tokens": max_new_tokens}}  # fmt: skip
     req = urllib.request.Request(url + "/generate", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})  # fmt: skip
     with urllib.request.urlopen(req, timeout=120) as answer:
@@ -35,7 +37,7 @@ def _decode_span(procs: Procs, tmp: Path, shared: bool) -> float:
     trace = tmp / f"a_{tag}.jsonl"
     a = procs.sim("--sim-trace", str(trace), *group, name=f"a_{tag}")
     b = procs.sim(*group, name=f"b_{tag}")
-    loads = [threading.Thread(target=_generate, args=(b.url, 6000, 1)) for _ in range(8)]
+    loads = [threading.Thread(target=_generate, args=(b.url, 6000, 1, 20 + i)) for i in range(8)]
     decode = threading.Thread(target=_generate, args=(a.url, 100, 300))
     decode.start()
     for t in loads:

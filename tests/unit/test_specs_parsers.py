@@ -191,8 +191,6 @@ def test_original_router_had_no_bootstrap_port() -> None:
     assert parsed.prefill_urls == [("http://172.16.40.79:30000", None)]
 
 
-@pytest.mark.xfail(strict=True, reason="simulator metrics: pending (--enable-metrics is "
-                   "ignored with a warning until the simulator exports SGLang's metrics)")
 @pytest.mark.parametrize("role", ["agg", "prefill", "decode"])
 def test_simulated_servers_parse_with_the_simulator(settings: Settings, role: Any) -> None:
     from sglbench.sim.cli import parse_args
